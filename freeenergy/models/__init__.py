@@ -1,0 +1,1 @@
+"""Models: haiku modules for one configuration (VAN, backflow, wavefunction)."""
