@@ -1,0 +1,138 @@
+"""Command-line interface: ``freeenergy {train,summary,bench}`` (also ``python freeenergy.py ...``).
+
+Every option of :class:`freeenergy.config.Config` is a flag (``--mc-steps``, ``--no-backflow``,
+...). Precedence: defaults < ``--config FILE`` (JSON or YAML) < flags. Bad input exits with
+status 2 and a message naming the option, before any model is built.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+
+from freeenergy import config as config_mod
+from freeenergy.config import Config, ConfigError
+
+_ALIASES = {"backflow": ["--backflow"], "n": ["--n"]}
+
+
+def _field_type(field):
+    hint = typing.get_type_hints(Config)[field.name]
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin is typing.Union and args:
+        hint = args[0]
+    return hint
+
+
+def add_config_flags(parser: argparse.ArgumentParser):
+    """One flag per Config field, default None (meaning: not given on the command line)."""
+    group = parser.add_argument_group("run options (see freeenergy/config.py for their meaning)")
+    for field in dataclasses.fields(Config):
+        flag = "--" + field.name.replace("_", "-")
+        hint = _field_type(field)
+        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
+        helptext = f"default: {default}"
+        if hint is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=helptext)
+        elif field.name == "twist":
+            group.add_argument(flag, dest=field.name, type=float, nargs="+", default=None,
+                               metavar="T", help="twist in units of 2 pi/L, one number per dimension; "
+                               "default: 0")
+        elif hint is list or typing.get_origin(hint) is list:
+            group.add_argument(flag, dest=field.name, type=int, nargs="+", default=None, help=helptext)
+        else:
+            group.add_argument(flag, dest=field.name, type=hint, default=None, help=helptext)
+    parser.add_argument("--config", dest="config_file", default=None,
+                        help="JSON or YAML file of options; command-line flags override it")
+
+
+def config_from_args(args, base: Config | None = None) -> Config:
+    values = {}
+    if getattr(args, "config_file", None):
+        values.update(config_mod.load_file(args.config_file))
+    for field in dataclasses.fields(Config):
+        value = getattr(args, field.name, None)
+        if value is not None:
+            values[field.name] = value
+    cfg = config_mod.from_dict(values, base)
+    return config_mod.validate(cfg)
+
+
+def _cmd_train(args) -> int:
+    from freeenergy.train import driver
+    if args.resume:
+        path = os.path.join(args.resume, "config.json")
+        if not os.path.exists(path):
+            raise ConfigError(f"--resume {args.resume}: no config.json there (not a run directory)")
+        with open(path) as fh:
+            saved = config_mod.from_dict(json.load(fh)["config"])
+        cfg = config_from_args(args, base=saved)
+        cfg.out = args.resume
+        return driver.train(cfg, resume=True)
+    cfg = config_from_args(args)
+    return driver.train(cfg, resume=False)
+
+
+def _cmd_summary(args) -> int:
+    from freeenergy.train import summary
+    if not os.path.exists(os.path.join(args.run_dir, "log.csv")):
+        raise ConfigError(f"{args.run_dir}: no log.csv (not a run directory)")
+    result = summary.compute_summary(args.run_dir)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(summary.format_summary(result))
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from freeenergy import bench
+    cfg = config_from_args(args)
+    result = bench.run_bench(cfg, repeats=args.repeats, warmup=args.warmup)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(bench.format_bench(result))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="freeenergy", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train (or resume) a variational free-energy run")
+    add_config_flags(p_train)
+    p_train.add_argument("--resume", metavar="DIR", default=None,
+                         help="continue the run in DIR from its last checkpoint (flags such as "
+                         "--steps override its saved config)")
+    p_train.set_defaults(func=_cmd_train)
+    p_sum = sub.add_parser("summary", help="print the summary of a finished or running run")
+    p_sum.add_argument("run_dir")
+    p_sum.add_argument("--json", action="store_true", help="print JSON")
+    p_sum.set_defaults(func=_cmd_summary)
+    p_bench = sub.add_parser("bench", help="time training steps (sampling, local energy, gradients, SR)")
+    add_config_flags(p_bench)
+    p_bench.add_argument("--repeats", type=int, default=5, help="timed steps (median reported)")
+    p_bench.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation")
+    p_bench.add_argument("--json", action="store_true", help="print one JSON object")
+    p_bench.set_defaults(func=_cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"freeenergy: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Typed run configuration, validated before any expensive work.
+
+Every field is documented here, where its default is set. A config is resolved once (defaults,
+then a config file, then command-line flags), validated, and saved as ``config.json`` in the run
+directory; nothing downstream parses hyperparameters from anywhere else.
+Units: lengths in bohr, energies in Hartree, temperatures as Theta = k_B T / E_F.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Optional
+
+SYSTEMS = ("ueg",)
+LAPLACIANS = ("folx", "loop")
+OPTIMIZERS = ("sr", "adam")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the option."""
+
+
+@dataclasses.dataclass
+class Config:
+    # --- physical system ---
+    system: str = "ueg"            # "ueg": uniform electron gas (no protons)
+    dim: int = 2                   # spatial dimension, 2 or 3
+    n: int = 13                    # total number of electrons
+    rs: float = 1.0                # Wigner-Seitz radius (bohr)
+    theta: float = 0.15            # k_B T / E_F, E_F of the infinite gas at the same density and polarization
+    paramagnetic: bool = False     # two spin species with n/2 electrons each (else fully polarized)
+    coupling: float = 1.0          # lambda multiplying the Coulomb energy (0: ideal gas)
+    twist: Optional[list] = None   # twist in units of 2 pi / L, components in [-0.5, 0.5]; None = Gamma point
+    cutoff: Optional[float] = None  # single-particle energy cutoff (Ha); None: chosen from n and theta
+    cutoff_tail: float = 1e-5      # default cutoff leaves at most this many ideal-gas particles outside
+    ewald_accuracy: float = 1e-10  # target accuracy of the Ewald sum (Ha)
+    # --- models ---
+    backflow: bool = True          # use the √flow backflow (False: bare plane waves)
+    backflow_hidden: list = dataclasses.field(default_factory=lambda: [32, 32])
+    van_hidden: list = dataclasses.field(default_factory=lambda: [48, 48])
+    # --- sampling ---
+    mc_steps: int = 50             # all-electron Metropolis moves per training step
+    mc_thermalize: int = 200       # Metropolis moves before the first step
+    mc_width: float = 0.0          # initial move width (bohr); 0: 0.1 L / sqrt(n)... set from the box
+    mc_target_acceptance: float = 0.5
+    laplacian: str = "folx"        # "folx" (forward Laplacian) or "loop" (reference Hessian-vector loop)
+    # --- optimization ---
+    steps: int = 100               # training steps
+    batch: int = 256               # walkers (and VAN samples) per step
+    optimizer: str = "sr"          # "sr" (stochastic reconfiguration) or "adam"
+    lr: float = 0.05               # learning rate (SR: natural-gradient step; Adam: step size)
+    lr_decay_steps: float = 0.0    # lr / (1 + step / lr_decay_steps); 0: constant
+    sr_damping: float = 1e-3       # diagonal shift of the Fisher matrices
+    sr_max_norm: float = 1e-3      # bound on the Fisher norm of each SR update
+    # --- run control ---
+    seed: int = 42
+    out: str = "runs/default"
+    checkpoint_every: int = 50     # steps between checkpoints (also written at the end and on SIGTERM/SIGUSR1)
+    average_fraction: float = 0.5  # final fraction of the steps used for the summary estimates
+    progress_every: int = 1        # steps between progress lines
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def from_dict(values: dict[str, Any], base: Optional[Config] = None) -> Config:
+    """Overlays ``values`` on ``base`` (or the defaults); unknown keys are an error."""
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}; known: {', '.join(sorted(FIELDS))}")
+    cfg = dataclasses.replace(base) if base is not None else Config()
+    for key, value in values.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def load_file(path: str) -> dict:
+    """Reads a JSON or YAML config file into a dict."""
+    with open(path) as fh:
+        text = fh.read()
+    if path.endswith((".yaml", ".yml")):
+        import yaml
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+    return data
+
+
+def _positive(cfg, name):
+    value = getattr(cfg, name)
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
+
+
+def _positive_int(cfg, name, minimum=1):
+    value = getattr(cfg, name)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
+
+
+def validate(cfg: Config) -> Config:
+    """Checks every option; raises ConfigError naming the first bad one. Returns cfg (twist normalized)."""
+    if cfg.system not in SYSTEMS:
+        raise ConfigError(f"--system must be one of {SYSTEMS}, got {cfg.system!r}")
+    if cfg.dim not in (2, 3):
+        raise ConfigError(f"--dim must be 2 or 3, got {cfg.dim!r}")
+    _positive_int(cfg, "n")
+    if cfg.paramagnetic and cfg.n % 2:
+        raise ConfigError(f"--paramagnetic needs an even --n (n/2 per spin), got n={cfg.n}")
+    _positive(cfg, "rs")
+    _positive(cfg, "theta")
+    if not isinstance(cfg.coupling, (int, float)) or not math.isfinite(cfg.coupling) or cfg.coupling < 0:
+        raise ConfigError(f"--coupling must be a number >= 0, got {cfg.coupling!r}")
+    if cfg.twist is None:
+        cfg.twist = [0.0] * cfg.dim
+    if len(cfg.twist) != cfg.dim:
+        raise ConfigError(f"--twist needs {cfg.dim} components (dim={cfg.dim}), got {cfg.twist!r}")
+    cfg.twist = [float(t) for t in cfg.twist]
+    if any(abs(t) > 0.5 for t in cfg.twist):
+        raise ConfigError(f"--twist components must lie in [-0.5, 0.5] (units of 2 pi/L), got {cfg.twist}")
+    if cfg.cutoff is not None:
+        _positive(cfg, "cutoff")
+    _positive(cfg, "cutoff_tail")
+    _positive(cfg, "ewald_accuracy")
+    if cfg.ewald_accuracy >= 1e-3:
+        raise ConfigError(f"--ewald-accuracy must be below 1e-3, got {cfg.ewald_accuracy}")
+    for name in ("backflow_hidden", "van_hidden"):
+        widths = getattr(cfg, name)
+        if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a non-empty list of positive integers, got {widths!r}")
+    _positive_int(cfg, "mc_steps")
+    _positive_int(cfg, "mc_thermalize", minimum=0)
+    if cfg.mc_width < 0:
+        raise ConfigError(f"--mc-width must be >= 0, got {cfg.mc_width}")
+    if not 0 < cfg.mc_target_acceptance < 1:
+        raise ConfigError(f"--mc-target-acceptance must lie in (0, 1), got {cfg.mc_target_acceptance}")
+    if cfg.laplacian not in LAPLACIANS:
+        raise ConfigError(f"--laplacian must be one of {LAPLACIANS}, got {cfg.laplacian!r}")
+    _positive_int(cfg, "steps")
+    _positive_int(cfg, "batch", minimum=2)
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"--optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+    _positive(cfg, "lr")
+    if cfg.lr_decay_steps < 0:
+        raise ConfigError(f"--lr-decay-steps must be >= 0, got {cfg.lr_decay_steps}")
+    _positive(cfg, "sr_damping")
+    _positive(cfg, "sr_max_norm")
+    _positive_int(cfg, "checkpoint_every")
+    _positive_int(cfg, "progress_every")
+    if not 0 < cfg.average_fraction <= 1:
+        raise ConfigError(f"--average-fraction must lie in (0, 1], got {cfg.average_fraction}")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"--seed must be an integer, got {cfg.seed!r}")
+    return cfg

@@ -1,0 +1,229 @@
+"""Variational autoregressive network (VAN) p(n) over plane-wave occupations.
+
+The sequence is the occupation vector of all single-particle states, spin-major:
+position ``i = s * M + l`` holds the occupation (0/1) of level ``l`` (levels sorted by energy) of
+spin species ``s``; ``D = n_species * M`` positions in total. Species ``s`` holds exactly
+``n_per_species[s]`` particles.
+
+Each conditional is
+
+    logit p(n_i = 1 | n_<i) = base_i(r_i) + correction_i(n_<i, context),
+
+where ``r_i`` is the number of particles of species ``s`` still to be placed at level ``l`` and
+``base_i(r)`` is the *exact* conditional of the canonical ideal Fermi gas at inverse temperature
+beta (computed once from the suffix partition functions of :mod:`freeenergy.physics.ideal`). The
+correction is a masked autoregressive MLP (MADE) whose output layer starts at zero, so a fresh
+VAN *is* the canonical ideal gas. Positions where the constraint leaves no choice (``r = 0`` or
+``r`` equal to the number of remaining levels) are forced, which makes every sample hold exactly
+the right particle numbers and the distribution exactly normalized.
+
+``context`` (shape (c,), optional) is an extra conditioning input (e.g. proton features later);
+it enters the first hidden layer unmasked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import haiku as hk
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from freeenergy.physics.ideal import suffix_log_partition
+
+
+@dataclasses.dataclass(frozen=True)
+class OccupationSpace:
+    """Static description of the occupation sequence.
+
+    Attributes:
+      energies: (M,) single-particle energies of one species, Ha, ascending.
+      n_per_species: particles per spin species, e.g. (13,) or (13, 13).
+      beta: inverse temperature of the ideal-gas base, 1/Ha.
+    """
+
+    energies: np.ndarray
+    n_per_species: tuple
+    beta: float
+
+    @property
+    def n_levels(self) -> int:
+        return int(len(self.energies))
+
+    @property
+    def n_species(self) -> int:
+        return len(self.n_per_species)
+
+    @property
+    def size(self) -> int:
+        return self.n_species * self.n_levels
+
+
+def base_tables(space: OccupationSpace):
+    """Exact ideal-gas conditional logits and forced-choice masks.
+
+    Returns (logits, must0, must1), each of shape (n_species, M, r_max + 1) where r is the number
+    of particles of that species still to be placed. ``logits[s, l, r]`` is
+    ln[exp(-beta e_l) Z_{>l}(r-1) / Z_{>l}(r)] (0 where forced).
+    """
+    m = space.n_levels
+    r_max = max(space.n_per_species)
+    e = np.asarray(space.energies, dtype=np.float64)
+    e = e - e.min()
+    logz = suffix_log_partition(e, r_max, space.beta)  # (M+1, r_max+1)
+    logits = np.zeros((space.n_species, m, r_max + 1))
+    must0 = np.zeros((space.n_species, m, r_max + 1), dtype=bool)
+    must1 = np.zeros((space.n_species, m, r_max + 1), dtype=bool)
+    for s, n_s in enumerate(space.n_per_species):
+        for level in range(m):
+            slots = m - level  # levels level..M-1 inclusive
+            for r in range(r_max + 1):
+                if r == 0 or r > n_s:
+                    must0[s, level, r] = True
+                elif r >= slots:
+                    must1[s, level, r] = True
+                else:
+                    logits[s, level, r] = (-space.beta * e[level] + logz[level + 1, r - 1]
+                                           - logz[level + 1, r])
+    return logits, must0, must1
+
+
+class MaskedLinear(hk.Module):
+    """Dense layer with a fixed 0/1 connectivity mask (shape (in, out))."""
+
+    def __init__(self, mask: np.ndarray, w_init=None, name: Optional[str] = None):
+        super().__init__(name=name)
+        self.mask = np.asarray(mask, dtype=np.float64)
+        self.w_init = w_init
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        n_in, n_out = self.mask.shape
+        fan_in = max(1.0, float(self.mask.sum(0).mean()))
+        w_init = self.w_init or hk.initializers.TruncatedNormal(1.0 / np.sqrt(fan_in))
+        w = hk.get_parameter("w", (n_in, n_out), x.dtype, init=w_init)
+        b = hk.get_parameter("b", (n_out,), x.dtype, init=jnp.zeros)
+        return x @ (w * self.mask.astype(x.dtype)) + b
+
+
+def made_masks(size: int, hidden: Sequence[int]):
+    """MADE masks so that output i depends only on inputs j < i (strictly autoregressive)."""
+    degrees_in = np.arange(1, size + 1)
+    masks = []
+    prev = degrees_in
+    for width in hidden:
+        deg = (np.arange(width) % max(1, size - 1)) + 1
+        masks.append((prev[:, None] <= deg[None, :]).astype(np.float64))
+        prev = deg
+    out_deg = np.arange(1, size + 1)
+    masks.append((prev[:, None] < out_deg[None, :]).astype(np.float64))
+    direct = (degrees_in[:, None] < out_deg[None, :]).astype(np.float64)
+    return masks, direct
+
+
+class VANCorrection(hk.Module):
+    """MADE correction logits (D,) for an occupation vector n (D,); zero at initialization."""
+
+    def __init__(self, size: int, hidden: Sequence[int], name: Optional[str] = None):
+        super().__init__(name=name)
+        self.size = size
+        self.hidden = tuple(hidden)
+
+    def __call__(self, n: jnp.ndarray, context: Optional[jnp.ndarray] = None) -> jnp.ndarray:
+        masks, direct = made_masks(self.size, self.hidden)
+        x = 2.0 * n.astype(jnp.float64 if n.dtype != jnp.float32 else jnp.float32) - 1.0
+        h = x
+        for i, mask in enumerate(masks[:-1]):
+            h = MaskedLinear(mask, name=f"hidden_{i}")(h)
+            if i == 0 and context is not None:
+                h = h + hk.Linear(mask.shape[1], with_bias=False, name="context")(context)
+            h = jnp.tanh(h)
+        out = MaskedLinear(masks[-1], w_init=jnp.zeros, name="out")(h)
+        out = out + MaskedLinear(direct, w_init=jnp.zeros, name="direct")(x)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class VAN:
+    """Pure functions of a VAN (all for ONE configuration; vmap at the call site).
+
+    init(key, context=None) -> params
+    log_prob(params, n, context=None) -> scalar          n: (D,) int 0/1
+    sample(params, key, context=None) -> (n (D,) int32, log_prob scalar)
+    """
+
+    space: OccupationSpace
+    init: Callable
+    log_prob: Callable
+    sample: Callable
+    logits: Callable
+
+
+def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp.float64) -> VAN:
+    """Builds the VAN for the given occupation space (see module docstring)."""
+    size = space.size
+    m = space.n_levels
+    base, must0, must1 = base_tables(space)
+    base = jnp.asarray(base, dtype)
+    must0 = jnp.asarray(must0)
+    must1 = jnp.asarray(must1)
+    species = np.repeat(np.arange(space.n_species), m)  # (D,)
+    levels = np.tile(np.arange(m), space.n_species)  # (D,)
+    n_tot = np.asarray(space.n_per_species)[species]  # (D,)
+    species_j = jnp.asarray(species)
+    levels_j = jnp.asarray(levels)
+    n_tot_j = jnp.asarray(n_tot)
+    # same_species_before[i, j] = 1 if j < i and j, i same species (for remaining-count sums)
+    before = (species[None, :] == species[:, None]) & (np.arange(size)[None, :] < np.arange(size)[:, None])
+    before_j = jnp.asarray(before.astype(np.int32))
+
+    net = hk.without_apply_rng(hk.transform(
+        lambda n, context=None: VANCorrection(size, hidden, name="van")(n, context)))
+
+    def logits(params, n, context=None):
+        """Full conditional logits (D,), forced masks (D,), (D,) for occupation n (D,)."""
+        placed = before_j @ n.astype(jnp.int32)  # (D,) particles of same species before i
+        remaining = jnp.clip(n_tot_j - placed, 0, base.shape[-1] - 1)
+        b = base[species_j, levels_j, remaining]
+        f0 = must0[species_j, levels_j, remaining]
+        f1 = must1[species_j, levels_j, remaining]
+        return b + net.apply(params, n, context), f0, f1
+
+    def conditional_logp(logit, f0, f1, n_i):
+        lp1 = jax.nn.log_sigmoid(logit)
+        lp0 = jax.nn.log_sigmoid(-logit)
+        lp = jnp.where(n_i > 0, lp1, lp0)
+        return jnp.where(f0 | f1, 0.0, lp)
+
+    def log_prob(params, n, context=None):
+        logit, f0, f1 = logits(params, n, context)
+        return jnp.sum(conditional_logp(logit, f0, f1, n))
+
+    def init(key, context=None):
+        return net.init(key, jnp.zeros((size,), jnp.int32), context)
+
+    def sample(params, key, context=None):
+        keys = jax.random.split(key, size)
+
+        def body(n, i):
+            logit, f0, f1 = logits(params, n, context)
+            p1 = jax.nn.sigmoid(logit[i])
+            u = jax.random.uniform(keys[i], dtype=p1.dtype)
+            bit = jnp.where(f1[i], 1, jnp.where(f0[i], 0, (u < p1).astype(jnp.int32)))
+            return n.at[i].set(bit), None
+
+        n, _ = jax.lax.scan(body, jnp.zeros((size,), jnp.int32), jnp.arange(size))
+        return n, log_prob(params, n, context)
+
+    return VAN(space=space, init=init, log_prob=log_prob, sample=sample, logits=logits)
+
+
+def occupied_indices(n: jnp.ndarray, space: OccupationSpace):
+    """Level indices of occupied states per species: list of (N_s,) int arrays (static sizes)."""
+    m = space.n_levels
+    out = []
+    for s, n_s in enumerate(space.n_per_species):
+        occ = n[s * m:(s + 1) * m]
+        out.append(jnp.nonzero(occ, size=n_s, fill_value=0)[0])
+    return out

@@ -1,0 +1,1 @@
+"""Training: the composed step, checkpoints, the driver loop and summaries."""

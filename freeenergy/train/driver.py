@@ -1,0 +1,231 @@
+"""Training driver: builds the models once, runs the loop, logs, checkpoints, summarizes.
+
+Run directory (named by the user, never parsed):
+  config.json   resolved config + derived physics + code version
+  log.csv       one row per step, header row, per-electron values (Ha, k_B)
+  checkpoints/  atomic checkpoints (every ``checkpoint_every`` steps, at the end, on SIGTERM/SIGUSR1)
+  summary.json  blocked final estimates with error bars and units
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from freeenergy import version
+from freeenergy.config import Config, ConfigError, validate
+from freeenergy.hamiltonian import make_local_energy
+from freeenergy.models.van import make_van
+from freeenergy.models.wavefunction import make_wavefunction
+from freeenergy.optim import make_optimizer
+from freeenergy.samplers import SamplerState, initial_positions, make_metropolis
+from freeenergy.system import System, make_system
+from freeenergy.train import checkpoint, summary
+from freeenergy.train.step import TrainState, make_train_step
+
+LOG_COLUMNS = ("step", "F", "F_err", "E", "E_err", "K", "V", "S", "S_err",
+               "acceptance", "width", "elapsed_s")
+EXIT_INTERRUPTED = 75  # checkpoint written after SIGTERM/SIGUSR1; resume with --resume
+
+
+@dataclasses.dataclass
+class Built:
+    """Everything built once from a config."""
+
+    cfg: Config
+    system: System
+    init_state: Callable   # key -> TrainState (thermalized)
+    step: Callable         # jitted (state, key) -> (state, stats)
+    n_params: dict
+
+
+def build(cfg: Config) -> Built:
+    """Builds system, models, sampler, optimizer and the jitted training step."""
+    jax.config.update("jax_enable_x64", True)
+    system = make_system(cfg)
+    dim, n_el, length = cfg.dim, system.n_electrons, system.length
+    van = make_van(system.space, cfg.van_hidden)
+    wf = make_wavefunction(system.space, system.basis.kvecs, length, cfg.backflow,
+                           cfg.backflow_hidden)
+    potential = lambda x: system.ewald.energy_same_charge(x, -1.0)
+    e_loc = make_local_energy(lambda p, x, n, protons=None: wf.log_psi(p, x, n, protons),
+                              potential, cfg.coupling, cfg.laplacian)
+    log_abs = lambda p, x, n: wf.log_psi(p, x, n)[0]
+    metropolis = make_metropolis(log_abs, length, cfg.mc_steps, cfg.mc_target_acceptance)
+    thermalize = (make_metropolis(log_abs, length, cfg.mc_thermalize, cfg.mc_target_acceptance)
+                  if cfg.mc_thermalize > 0 else None)
+    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.sr_damping, cfg.sr_max_norm,
+                               cfg.lr_decay_steps or None)
+    has_flow = cfg.backflow
+    step = make_train_step(van, wf.log_psi, e_loc, metropolis, optimizer, system.temperature,
+                           cfg.batch, has_flow)
+    width0 = cfg.mc_width if cfg.mc_width > 0 else 0.3 * cfg.rs
+
+    def init_state(key):
+        k_van, k_flow, k_x, k_n, k_th = jax.random.split(key, 5)
+        x = initial_positions(k_x, cfg.batch, n_el, dim, length)
+        params = {"van": van.init(k_van), "flow": wf.init(k_flow, x[0])}
+        sampler = SamplerState(x=x, width=jnp.asarray(width0, x.dtype))
+        if thermalize is not None:
+            n, _ = jax.vmap(van.sample, (None, 0))(params["van"], jax.random.split(k_n, cfg.batch))
+            sampler, _ = jax.jit(thermalize)(params["flow"], sampler, n, k_th)
+        return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
+                          step=jnp.zeros((), jnp.int32))
+
+    probe = jax.eval_shape(lambda k: {"van": van.init(k), "flow": wf.init(k, jnp.zeros((n_el, dim)))},
+                           jax.random.PRNGKey(0))
+    n_params = {k: int(sum(np.prod(a.shape) for a in jax.tree.leaves(v))) for k, v in probe.items()}
+    return Built(cfg=cfg, system=system, init_state=init_state, step=jax.jit(step),
+                 n_params=n_params)
+
+
+def resolved_config(built: Built) -> dict:
+    """config.json content: the config, derived physics and code version."""
+    s = built.system
+    return {
+        "config": built.cfg.to_dict(),
+        "derived": {
+            "box_length_bohr": s.length, "fermi_energy_ha": s.fermi_energy,
+            "temperature_ha": s.temperature, "temperature_K": s.temperature / 3.166811563e-6,
+            "cutoff_ha": float(s.basis.cutoff), "n_states": int(s.basis.n_states),
+            "n_per_species": list(s.n_per_species), "n_params": built.n_params,
+            "ewald_alpha": float(s.ewald.alpha),
+            "ideal_gas": s.ideal_gas(),
+        },
+        "code_version": version.code_version(),
+        "units": {"length": "bohr", "energy": "hartree", "entropy": "k_B"},
+    }
+
+
+class _Signals:
+    """Turns SIGTERM/SIGUSR1 into a flag checked between steps."""
+
+    def __init__(self):
+        self.received: Optional[int] = None
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _format_time(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def _truncate_log(path: str, last_step: int):
+    """Keeps the header and rows with step <= last_step (rows after a checkpoint are redone)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as fh:
+        lines = fh.readlines()
+    kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",")[0]) <= last_step]
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.writelines(kept)
+    os.replace(tmp, path)
+
+
+def train(cfg: Config, resume: bool = False, out=sys.stdout) -> int:
+    """Runs (or resumes) training in cfg.out; returns the process exit status."""
+    validate(cfg)
+    run_dir = cfg.out
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    log_path = os.path.join(run_dir, "log.csv")
+    if not resume and os.path.exists(os.path.join(run_dir, "config.json")):
+        raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue "
+                          f"it or choose another --out")
+    built = build(cfg)
+    os.makedirs(run_dir, exist_ok=True)
+    resolved = resolved_config(built)
+    with open(os.path.join(run_dir, "config.json.tmp"), "w") as fh:
+        json.dump(resolved, fh, indent=2, sort_keys=True)
+    os.replace(os.path.join(run_dir, "config.json.tmp"), os.path.join(run_dir, "config.json"))
+
+    base_key = jax.random.PRNGKey(cfg.seed)
+    init_key, loop_key = jax.random.split(base_key)
+    n_el = built.system.n_electrons
+    ckpt = checkpoint.latest(ckpt_dir) if resume else None
+    if ckpt is not None:
+        template = jax.eval_shape(built.init_state, init_key)
+        state, start = checkpoint.restore(ckpt, template)
+        _truncate_log(log_path, start)
+        print(f"resumed from {ckpt} at step {start}", file=out, flush=True)
+    else:
+        if resume:
+            print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=out, flush=True)
+        state = built.init_state(init_key)
+        start = 0
+        with open(log_path, "w") as fh:
+            fh.write(",".join(LOG_COLUMNS) + "\n")
+
+    s = built.system
+    print(f"freeenergy {version.code_version()} | {cfg.system} dim={cfg.dim} n={cfg.n} rs={cfg.rs} "
+          f"theta={cfg.theta} (T={s.temperature:.5g} Ha) {'paramagnetic' if cfg.paramagnetic else 'polarized'} "
+          f"coupling={cfg.coupling} | L={s.length:.5g} bohr, cutoff={float(s.basis.cutoff):.5g} Ha, "
+          f"{s.basis.n_states} states/spin | params van={built.n_params['van']} flow={built.n_params['flow']}",
+          file=out, flush=True)
+    status = 0
+    t0 = time.time()
+    t_first = None
+    with _Signals() as signals, open(log_path, "a") as log:
+        writer = csv.writer(log)
+        for t in range(start, cfg.steps):
+            state, stats = built.step(state, jax.random.fold_in(loop_key, t))
+            st = {k: float(v) for k, v in jax.device_get(stats).items()}
+            if not np.isfinite(st["F"]):
+                print(f"step {t + 1}: non-finite free energy; stopping (last checkpoint kept)",
+                      file=out, flush=True)
+                return 1
+            err = lambda var: np.sqrt(max(var, 0.0) / cfg.batch) / n_el
+            row = [t + 1, st["F"] / n_el, err(st["F_var"]), st["E"] / n_el, err(st["E_var"]),
+                   st["K"] / n_el, st["V"] / n_el, st["S"] / n_el, err(st["S_var"]),
+                   st["acceptance"], st["width"], time.time() - t0]
+            writer.writerow([row[0]] + [f"{v:.12g}" for v in row[1:]])
+            log.flush()
+            if t_first is None:
+                t_first = time.time()  # first step includes compilation
+            done = t + 1
+            if done % cfg.progress_every == 0 or done == cfg.steps:
+                timed = done - start - 1
+                rate = timed / (time.time() - t_first) if timed > 0 else float("nan")
+                eta = (cfg.steps - done) / rate if rate == rate and rate > 0 else float("nan")
+                print(f"step {done}/{cfg.steps}  F={row[1]:.6f}({row[2]:.1e})  E={row[3]:.6f}  "
+                      f"S={row[7]:.4f}  acc={st['acceptance']:.2f}  "
+                      f"{rate:.3g} step/s  ETA {_format_time(eta) if eta == eta else '?'}",
+                      file=out, flush=True)
+            last = done == cfg.steps
+            if done % cfg.checkpoint_every == 0 or last or signals.received is not None:
+                log.flush()
+                checkpoint.save(ckpt_dir, state, done)
+            if signals.received is not None and not last:
+                name = signal.Signals(signals.received).name
+                print(f"{name} received: checkpoint written at step {done}; continue with "
+                      f"`freeenergy.py train --resume {run_dir}`", file=out, flush=True)
+                status = EXIT_INTERRUPTED
+                break
+    result = summary.write_summary(run_dir)
+    if status == 0:
+        print(summary.format_summary(result), file=out, flush=True)
+    return status
