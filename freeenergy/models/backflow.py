@@ -76,9 +76,19 @@ class PairBackflow(hk.Module):
         super().__init__(name=name)
         self.dim, self.length, self.hidden = dim, float(length), tuple(hidden)
 
-    def __call__(self, x: jnp.ndarray, protons: Optional[jnp.ndarray] = None):
+    def __call__(self, x: jnp.ndarray, protons: Optional[jnp.ndarray] = None,
+                 pair_derivatives: bool = False):
+        """Returns (z, logdet); with pair_derivatives=True instead a dict with z (N, dim) and the
+        masked pair tensors A (N, N, dim, dim) = d eta_a/d d_b, H (N, N, dim, dim, dim) =
+        d^2 eta_a / d d_b d d_c and S (N, N, dim, dim) = sum_c d^3 eta_a / d d_b d d_c^2, which
+        the analytic Laplacian needs (electron-electron term only)."""
         n, dim = x.shape
         eta = PairMLP(dim, self.length, self.hidden, name="ee")(x.dtype)
+        if pair_derivatives:
+            if protons is not None:
+                raise ValueError("pair derivatives cover the electron-electron backflow only; "
+                                 "use the folx or loop Laplacian with protons")
+            return self._pair_derivatives(eta, x)
         d = x[:, None, :] - x[None, :, :]  # (N, N, dim)
         d_flat = d.reshape(-1, dim)
         offdiag = (1.0 - jnp.eye(n, dtype=x.dtype))
@@ -98,3 +108,18 @@ class PairBackflow(hk.Module):
         full = full.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
         _, logdet = jnp.linalg.slogdet(full)
         return z, logdet
+
+    @staticmethod
+    def _pair_derivatives(eta, x):
+        n, dim = x.shape
+        d_flat = (x[:, None, :] - x[None, :, :]).reshape(-1, dim)
+        offdiag = (1.0 - jnp.eye(n, dtype=x.dtype)).reshape(-1)
+        a_fn = jax.jacfwd(eta)
+        h_fn = jax.jacfwd(a_fn)
+        t_fn = jax.jacfwd(h_fn)
+        shift = jax.vmap(eta)(d_flat) * offdiag[:, None]
+        a = jax.vmap(a_fn)(d_flat) * offdiag[:, None, None]
+        h = jax.vmap(h_fn)(d_flat) * offdiag[:, None, None, None]
+        s = jnp.einsum("pabcc->pab", jax.vmap(t_fn)(d_flat)) * offdiag[:, None, None]
+        return {"z": x + shift.reshape(n, n, dim).sum(1), "A": a.reshape(n, n, dim, dim),
+                "H": h.reshape(n, n, dim, dim, dim), "S": s.reshape(n, n, dim, dim)}

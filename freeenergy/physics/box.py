@@ -27,7 +27,12 @@ def box_length(n: int, rs: float, dim: int) -> float:
 
 
 def fermi_wavevector(rs: float, dim: int, paramagnetic: bool) -> float:
-    """k_F (1/bohr) of the infinite gas at rs, polarized or paramagnetic."""
+    """k_F (1/bohr) of the infinite gas at density parameter rs (bohr), polarized or paramagnetic.
+
+    2D: 2/rs (polarized), sqrt(2)/rs (paramagnetic); 3D: (9 pi/2)^(1/3)/rs, (9 pi/4)^(1/3)/rs.
+    """
+    if not rs > 0:
+        raise ValueError(f"rs must be > 0, got {rs}")
     if dim == 2:
         return (math.sqrt(2.0) if paramagnetic else 2.0) / rs
     if dim == 3:
@@ -41,10 +46,10 @@ def fermi_energy(rs: float, dim: int, paramagnetic: bool) -> float:
 
 
 def wrap(x, length):
-    """Positions folded into [0, L)."""
+    """Positions (any shape, bohr) folded into [0, L) elementwise; same shape (jnp)."""
     return jnp.mod(x, length)
 
 
 def minimum_image(d, length):
-    """Displacements folded into [-L/2, L/2]."""
+    """Displacements (any shape, bohr) folded into [-L/2, L/2] elementwise: d - L round(d/L) (jnp)."""
     return d - length * jnp.round(d / length)

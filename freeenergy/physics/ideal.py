@@ -1,29 +1,66 @@
-"""Exact canonical ideal Fermi gas in a finite basis (one spin species).
+"""Exact canonical ideal Fermi gas in a finite set of levels (one spin species).
 
 ``canonical_ideal_gas`` uses the recursion in particle number
     Z_N(beta) = (1/N) sum_{k=1..N} (-1)^(k+1) z(k beta) Z_{N-k}(beta),  z(beta) = sum_i exp(-beta e_i),
-in mpmath extended precision (the alternating signs cancel catastrophically in float64), with
-E = -d ln Z / d beta from the beta-derivative of the same recursion. ``suffix_log_partition`` is a
-float64 log-space dynamic programme over levels (no cancellation) that the VAN uses as its base.
-Energies in Hartree, entropy in k_B.
+Z_0 = 1, in mpmath extended precision (the alternating signs cancel catastrophically in float64),
+with E = -d ln Z / d beta from the exact beta-derivative of the same recursion. ``suffix_log_partition``
+is a float64 log-space dynamic programme over levels (no cancellation) that the VAN uses as its
+exact base. Energies in Hartree, temperature k_B T in Hartree, entropy in units of k_B.
 """
 
 from __future__ import annotations
+
+import math
 
 import mpmath
 import numpy as np
 
 
-def canonical_ideal_gas(energies, n: int, temperature: float, dps: int = 60) -> dict:
-    """Exact F, E (Ha) and S (k_B), totals for n fermions in the given levels at k_B T = temperature."""
+def _levels(energies) -> np.ndarray:
     e = np.asarray(energies, dtype=np.float64).ravel()
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if not 0 <= n <= e.size:
-        raise ValueError(f"n={n} fermions do not fit in {e.size} levels")
+    if e.size == 0 or not np.all(np.isfinite(e)):
+        raise ValueError("energies must be a non-empty array of finite numbers")
+    return e
+
+
+def _needed_dps(e_shifted: np.ndarray, n: int, beta: float) -> int:
+    """Decimal digits lost to cancellation in the recursion, bounded from above.
+
+    Every term z(k beta) Z_{N-k} is at most M C(M, N) (shifted energies are >= 0), while
+    Z_N >= exp(-beta E_0(N)), E_0(N) the sum of the N lowest shifted levels; errors accumulate over
+    at most N^2 operations.
+    """
+    m = e_shifted.size
+    e0 = float(np.sort(e_shifted)[:n].sum())
+    log_c = math.lgamma(m + 1) - math.lgamma(n + 1) - math.lgamma(m - n + 1)
+    lost = (log_c + math.log(m) + 2 * math.log(max(n, 1)) + beta * e0) / math.log(10.0)
+    return int(math.ceil(lost)) + 1
+
+
+def canonical_ideal_gas(energies, n: int, temperature: float, dps: int = 50) -> dict:
+    """Exact canonical free energy, energy and entropy of n fermions in the given levels.
+
+    Args:
+      energies: (M,) single-particle levels (Ha), any order; shifted by their minimum internally.
+      n: number of fermions, 0 <= n <= M.
+      temperature: k_B T (Ha), > 0.
+      dps: decimal digits kept beyond those lost to cancellation (the working precision is raised
+        automatically with n, M and beta so the results are accurate to float64).
+    Returns:
+      {"F": free energy (Ha), "E": energy (Ha), "S": entropy (k_B)}, totals for the n particles,
+      as Python floats, with S = (E - F)/T.
+    """
+    e = _levels(energies)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
+    if int(n) != n or not 0 <= n <= e.size:
+        raise ValueError(f"n={n} fermions do not fit in {e.size} levels (need 0 <= n <= M)")
+    n = int(n)
     e0 = float(e.min())
-    with mpmath.workdps(dps):
-        beta = mpmath.mpf(1) / mpmath.mpf(temperature)
+    beta_f = 1.0 / float(temperature)
+    work_dps = int(dps) + _needed_dps(e - e0, n, beta_f)
+    with mpmath.workdps(work_dps):
+        beta = mpmath.mpf(1) / mpmath.mpf(float(temperature))
         shifted = [mpmath.mpf(float(x)) - mpmath.mpf(e0) for x in e]
         # z(k beta) and its beta-derivative dz/dbeta = -k sum e exp(-k beta e)
         zk, dzk = [None], [None]
@@ -40,32 +77,57 @@ def canonical_ideal_gas(energies, n: int, temperature: float, dps: int = 60) -> 
                 dacc += sign * (dzk[k] * z[m - k] + zk[k] * dz[m - k])
             z.append(acc / m)
             dz.append(dacc / m)
+        if not z[n] > 0:
+            raise ArithmeticError("canonical recursion lost all precision (Z_N <= 0)")
         log_z = mpmath.log(z[n])
-        energy = -dz[n] / z[n] + n * e0
-        free = -log_z / beta + n * e0
+        e_shift = mpmath.mpf(e0) * n
+        energy = -dz[n] / z[n] + e_shift
+        free = -log_z / beta + e_shift
         entropy = (energy - free) * beta
         return {"F": float(free), "E": float(energy), "S": float(entropy)}
 
 
 def suffix_log_partition(energies, n_max: int, beta: float) -> np.ndarray:
-    """ln Z_m of fermions restricted to levels i..M-1: array (M+1, n_max+1), -inf where m > M-i.
+    """Log canonical partition functions of fermions restricted to suffixes of the level list.
 
-    Energies are shifted by their minimum. Z_{>=i}(m) = Z_{>=i+1}(m) + exp(-beta e_i) Z_{>=i+1}(m-1).
+    Args:
+      energies: (M,) levels (Ha), in the order the VAN visits them; shifted by energies.min().
+      n_max: largest particle number m tabulated (>= 0).
+      beta: 1 / k_B T (1/Ha), > 0.
+    Returns:
+      (M+1, n_max+1) float64 array: entry [i, m] = ln Z_m(levels i..M-1), -inf where m > M - i,
+      [i, 0] = 0 (row M is the empty suffix). Recursion
+      Z_{>=i}(m) = Z_{>=i+1}(m) + exp(-beta e_i) Z_{>=i+1}(m-1), evaluated with np.logaddexp.
     """
-    e = np.asarray(energies, dtype=np.float64).ravel()
+    e = _levels(energies)
+    if int(n_max) != n_max or n_max < 0:
+        raise ValueError(f"n_max must be an integer >= 0, got {n_max}")
+    if not (beta > 0 and math.isfinite(beta)):
+        raise ValueError(f"beta must be finite and > 0, got {beta}")
+    n_max = int(n_max)
     e = e - e.min()
     m_levels = e.size
     table = np.full((m_levels + 1, n_max + 1), -np.inf)
     table[:, 0] = 0.0
+    if n_max == 0:
+        return table
     for i in range(m_levels - 1, -1, -1):
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", over="ignore"):
             table[i, 1:] = np.logaddexp(table[i + 1, 1:], -beta * e[i] + table[i + 1, :-1])
     return table
 
 
 def fermi_dirac_occupations(energies, n: float, temperature: float):
-    """Grand-canonical occupations (M,) with chemical potential mu (Ha) chosen so they sum to n."""
-    e = np.asarray(energies, dtype=np.float64).ravel()
+    """Grand-canonical Fermi-Dirac occupations with the chemical potential fixed by bisection.
+
+    Args:
+      energies: (M,) levels (Ha); n: mean particle number, 0 < n < M; temperature: k_B T (Ha) > 0.
+    Returns:
+      (occupations (M,) in [0, 1] summing to n, mu (Ha)).
+    """
+    e = _levels(energies)
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature}")
     if not 0 < n < e.size:
         raise ValueError(f"n={n} must lie strictly between 0 and the number of levels {e.size}")
 
@@ -73,11 +135,13 @@ def fermi_dirac_occupations(energies, n: float, temperature: float):
         return 0.5 * (1.0 - np.tanh(0.5 * (e - mu) / temperature))
 
     lo, hi = e.min() - 50 * temperature - 1.0, e.max() + 50 * temperature + 1.0
-    for _ in range(200):
+    for _ in range(300):
         mid = 0.5 * (lo + hi)
         if occ(mid).sum() > n:
             hi = mid
         else:
             lo = mid
+        if hi - lo <= 1e-15 * max(1.0, abs(mid)):
+            break
     mu = 0.5 * (lo + hi)
     return occ(mu), mu
