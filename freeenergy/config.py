@@ -14,7 +14,7 @@ import math
 from typing import Any, Optional
 
 SYSTEMS = ("ueg",)
-LAPLACIANS = ("folx", "loop")
+LAPLACIANS = ("analytic", "folx", "loop")
 OPTIMIZERS = ("sr", "adam")
 
 
@@ -45,7 +45,7 @@ class Config:
     mc_thermalize: int = 200       # Metropolis moves before the first step
     mc_width: float = 0.0          # initial move width (bohr); 0: 0.1 L / sqrt(n)... set from the box
     mc_target_acceptance: float = 0.5
-    laplacian: str = "folx"        # "folx" (forward Laplacian) or "loop" (reference Hessian-vector loop)
+    laplacian: str = "analytic"    # "analytic" (pair-structure, fastest), "folx" (forward Laplacian), "loop" (reference)
     # --- optimization ---
     steps: int = 100               # training steps
     batch: int = 256               # walkers (and VAN samples) per step

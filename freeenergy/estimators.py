@@ -62,7 +62,7 @@ def blocking(series) -> Stats:
             chosen = err_b
             break
     if chosen is None:  # series too short for the plateau: take the most conservative level
-        chosen = max(errs)
+        chosen = max(errs) if errs else naive
     tau = (chosen / naive) ** 2
     return Stats(mean, float(chosen), var, float(tau), n)
 

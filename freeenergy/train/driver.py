@@ -58,8 +58,7 @@ def build(cfg: Config) -> Built:
     wf = make_wavefunction(system.space, system.basis.kvecs, length, cfg.backflow,
                            cfg.backflow_hidden)
     potential = lambda x: system.ewald.energy_same_charge(x, -1.0)
-    e_loc = make_local_energy(lambda p, x, n, protons=None: wf.log_psi(p, x, n, protons),
-                              potential, cfg.coupling, cfg.laplacian)
+    e_loc = make_local_energy(wf.log_psi, potential, cfg.coupling, cfg.laplacian, wf.derivatives)
     log_abs = lambda p, x, n: wf.log_psi(p, x, n)[0]
     metropolis = make_metropolis(log_abs, length, cfg.mc_steps, cfg.mc_target_acceptance)
     thermalize = (make_metropolis(log_abs, length, cfg.mc_thermalize, cfg.mc_target_acceptance)
@@ -68,7 +67,8 @@ def build(cfg: Config) -> Built:
                                cfg.lr_decay_steps or None)
     has_flow = cfg.backflow
     step = make_train_step(van, wf.log_psi, e_loc, metropolis, optimizer, system.temperature,
-                           cfg.batch, has_flow)
+                           cfg.batch, has_flow,
+                           np.tile(system.basis.energies, len(system.n_per_species)))
     width0 = cfg.mc_width if cfg.mc_width > 0 else 0.3 * cfg.rs
 
     def init_state(key):

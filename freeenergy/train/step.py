@@ -6,7 +6,11 @@ Per step, for a batch of B walkers:
   3. E_loc(x_s; n_s) and f_s = k_B T ln p(n_s) + Re E_loc;
   4. per-sample scores: d ln p(n_s)/d phi (VAN) and d ln psi(x_s)/d theta (flow, complex);
   5. gradients: VAN  g = mean[(f_s - mean f) d ln p]          (score function with baseline),
-                flow g = 2 Re mean[(E_loc - mean E_loc)^* d ln psi]   (VMC gradient);
+                flow g = 2 Re mean[(E_loc - b(n_s))^* d ln psi]       (VMC gradient).
+     The flow baseline b(n) = sum_occ eps + mean(E_loc - sum_occ eps) may depend on n because
+     E_x[Re d ln psi_n] = 0 for every n (psi_n stays normalized); subtracting the bare kinetic
+     energy of the occupied plane waves removes the n-to-n spread of E_loc (exactly so at
+     coupling 0 with the identity flow, where the gradient then vanishes sample by sample);
   6. optimizer update (SR gets the centered score matrices as its Fisher factors).
 
 ``make_train_step`` returns ``step(state, key) -> (state, stats)``; stats are totals (not per
@@ -68,8 +72,12 @@ def make_scores(van_log_prob: Callable, log_psi: Callable, has_flow_params: bool
 
 def make_train_step(van, log_psi: Callable, e_loc: Callable, metropolis: Callable,
                     optimizer: optax.GradientTransformationExtraArgs, temperature: float,
-                    batch: int, has_flow_params: bool) -> Callable:
-    """Builds step(state, key) -> (state, stats) (see module docstring)."""
+                    batch: int, has_flow_params: bool, level_energies) -> Callable:
+    """Builds step(state, key) -> (state, stats) (see module docstring).
+
+    level_energies: (D,) bare single-particle energy (Ha) of each position of the VAN sequence.
+    """
+    level_energies = jnp.asarray(level_energies)
     scores_fn = make_scores(van.log_prob, log_psi, has_flow_params)
     sample_van = jax.vmap(van.sample, (None, 0))
     batched_e_loc = jax.vmap(e_loc, (None, 0, 0))
@@ -86,7 +94,9 @@ def make_train_step(van, log_psi: Callable, e_loc: Callable, metropolis: Callabl
 
         o_van, o_re, o_im = scores_fn(params, x, n)
         fc = f - jnp.mean(f)
-        ec_re, ec_im = e_re - jnp.mean(e_re), e_im - jnp.mean(e_im)
+        e_bare = n.astype(e_re.dtype) @ level_energies  # (B,) sum of occupied eps
+        ec_re = e_re - e_bare - jnp.mean(e_re - e_bare)
+        ec_im = e_im - jnp.mean(e_im)
         g_van = jnp.mean(fc[:, None] * o_van, axis=0)
         g_flow = 2.0 * jnp.mean(ec_re[:, None] * o_re + ec_im[:, None] * o_im, axis=0)
 
