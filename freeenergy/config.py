@@ -46,6 +46,7 @@ class Config:
     mc_width: float = 0.0          # initial move width (bohr); 0: 0.1 L / sqrt(n)... set from the box
     mc_target_acceptance: float = 0.5
     laplacian: str = "analytic"    # "analytic" (pair-structure, fastest), "folx" (forward Laplacian), "loop" (reference)
+    eloc_chunk: int = 32           # walkers per vectorized chunk of the local-energy evaluation
     # --- optimization ---
     steps: int = 100               # training steps
     batch: int = 256               # walkers (and VAN samples) per step
@@ -146,6 +147,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"--mc-target-acceptance must lie in (0, 1), got {cfg.mc_target_acceptance}")
     if cfg.laplacian not in LAPLACIANS:
         raise ConfigError(f"--laplacian must be one of {LAPLACIANS}, got {cfg.laplacian!r}")
+    _positive_int(cfg, "eloc_chunk")
     _positive_int(cfg, "steps")
     _positive_int(cfg, "batch", minimum=2)
     if cfg.optimizer not in OPTIMIZERS:

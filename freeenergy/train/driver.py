@@ -31,7 +31,7 @@ from freeenergy.optim import make_optimizer
 from freeenergy.samplers import SamplerState, initial_positions, make_metropolis
 from freeenergy.system import System, make_system
 from freeenergy.train import checkpoint, summary
-from freeenergy.train.step import TrainState, make_train_step
+from freeenergy.train.step import TrainState, make_step_parts, make_train_step
 
 LOG_COLUMNS = ("step", "F", "F_err", "E", "E_err", "K", "V", "S", "S_err",
                "acceptance", "width", "elapsed_s")
@@ -47,6 +47,7 @@ class Built:
     init_state: Callable   # key -> TrainState (thermalized)
     step: Callable         # jitted (state, key) -> (state, stats)
     n_params: dict
+    parts: dict            # the pure pieces of the step (see train.step.make_step_parts)
 
 
 def build(cfg: Config) -> Built:
@@ -66,9 +67,10 @@ def build(cfg: Config) -> Built:
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.sr_damping, cfg.sr_max_norm,
                                cfg.lr_decay_steps or None)
     has_flow = cfg.backflow
-    step = make_train_step(van, wf.log_psi, e_loc, metropolis, optimizer, system.temperature,
-                           cfg.batch, has_flow,
-                           np.tile(system.basis.energies, len(system.n_per_species)))
+    parts = make_step_parts(van, wf.log_psi, e_loc, metropolis, optimizer, system.temperature,
+                            cfg.batch, has_flow,
+                            np.tile(system.basis.energies, len(system.n_per_species)))
+    step = make_train_step(parts, system.temperature, min(cfg.eloc_chunk, cfg.batch))
     width0 = cfg.mc_width if cfg.mc_width > 0 else 0.3 * cfg.rs
 
     def init_state(key):
@@ -86,7 +88,7 @@ def build(cfg: Config) -> Built:
                            jax.random.PRNGKey(0))
     n_params = {k: int(sum(np.prod(a.shape) for a in jax.tree.leaves(v))) for k, v in probe.items()}
     return Built(cfg=cfg, system=system, init_state=init_state, step=jax.jit(step),
-                 n_params=n_params)
+                 n_params=n_params, parts=parts)
 
 
 def resolved_config(built: Built) -> dict:

@@ -70,28 +70,28 @@ def make_scores(van_log_prob: Callable, log_psi: Callable, has_flow_params: bool
     return scores
 
 
-def make_train_step(van, log_psi: Callable, e_loc: Callable, metropolis: Callable,
+def make_step_parts(van, log_psi: Callable, e_loc: Callable, metropolis: Callable,
                     optimizer: optax.GradientTransformationExtraArgs, temperature: float,
-                    batch: int, has_flow_params: bool, level_energies) -> Callable:
-    """Builds step(state, key) -> (state, stats) (see module docstring).
+                    batch: int, has_flow_params: bool, level_energies) -> dict:
+    """The pure pieces of a training step (also timed one by one by the benchmark).
 
+    sample(params, sampler, key) -> ((n (B, D), logp (B,)), (sampler, acceptance))
+    e_loc(flow_params, x, n) -> (complex E_loc, parts) for ONE walker
+    gradients(params, x, n, logp, e_re, e_im) -> (grads, scores)
+    optimizer: the optax transformation (update(grads, opt_state, params, scores=...)).
     level_energies: (D,) bare single-particle energy (Ha) of each position of the VAN sequence.
     """
     level_energies = jnp.asarray(level_energies)
     scores_fn = make_scores(van.log_prob, log_psi, has_flow_params)
     sample_van = jax.vmap(van.sample, (None, 0))
-    batched_e_loc = jax.vmap(e_loc, (None, 0, 0))
 
-    def step(state: TrainState, key):
-        params = state.params
+    def sample(params, sampler, key):
         k_van, k_mc = jax.random.split(key)
         n, logp = sample_van(params["van"], jax.random.split(k_van, batch))
-        sampler, acceptance = metropolis(params["flow"], state.sampler, n, k_mc)
-        x = sampler.x
-        eloc, parts = batched_e_loc(params["flow"], x, n)
-        e_re, e_im = jnp.real(eloc), jnp.imag(eloc)
-        f = temperature * logp + e_re
+        return (n, logp), metropolis(params["flow"], sampler, n, k_mc)
 
+    def gradients(params, x, n, logp, e_re, e_im):
+        f = temperature * logp + e_re
         o_van, o_re, o_im = scores_fn(params, x, n)
         fc = f - jnp.mean(f)
         e_bare = n.astype(e_re.dtype) @ level_energies  # (B,) sum of occupied eps
@@ -99,22 +99,47 @@ def make_train_step(van, log_psi: Callable, e_loc: Callable, metropolis: Callabl
         ec_im = e_im - jnp.mean(e_im)
         g_van = jnp.mean(fc[:, None] * o_van, axis=0)
         g_flow = 2.0 * jnp.mean(ec_re[:, None] * o_re + ec_im[:, None] * o_im, axis=0)
-
         norm = jnp.sqrt(jnp.asarray(batch, o_van.dtype))
         x_van = (o_van - jnp.mean(o_van, axis=0)) / norm
-        x_flow = jnp.concatenate([o_re - jnp.mean(o_re, axis=0), o_im - jnp.mean(o_im, axis=0)]) / norm
-
+        x_flow = jnp.concatenate([o_re - jnp.mean(o_re, axis=0),
+                                  o_im - jnp.mean(o_im, axis=0)]) / norm
         _, unravel_van = ravel_pytree(params["van"])
         _, unravel_flow = ravel_pytree(params["flow"])
         grads = {"van": unravel_van(g_van), "flow": unravel_flow(g_flow)}
-        updates, opt_state = optimizer.update(grads, state.opt_state, params,
-                                              scores={"van": x_van, "flow": x_flow})
-        params = optax.apply_updates(params, updates)
+        return grads, {"van": x_van, "flow": x_flow}
 
+    return {"sample": sample, "e_loc": e_loc, "gradients": gradients, "optimizer": optimizer}
+
+
+def batch_local_energy(e_loc: Callable, chunk: int) -> Callable:
+    """(flow_params, x (B, N, dim), n (B, D)) -> E_loc (B,) complex and parts, ``chunk`` walkers
+    at a time (vmapped inside a chunk, looped over chunks): bounds memory, and avoids an XLA CPU
+    stall seen with the whole batch vmapped in one program (jaxlib 0.10.2)."""
+
+    def batched(params, x, n):
+        return jax.lax.map(lambda xn: e_loc(params, *xn), (x, n), batch_size=chunk)
+
+    return batched
+
+
+def make_train_step(parts: dict, temperature: float, chunk: int) -> Callable:
+    """Composes the parts into step(state, key) -> (state, stats) (see module docstring)."""
+    batched_e_loc = batch_local_energy(parts["e_loc"], chunk)
+
+    def step(state: TrainState, key):
+        params = state.params
+        (n, logp), (sampler, acceptance) = parts["sample"](params, state.sampler, key)
+        eloc, e_parts = batched_e_loc(params["flow"], sampler.x, n)
+        e_re, e_im = jnp.real(eloc), jnp.imag(eloc)
+        grads, scores = parts["gradients"](params, sampler.x, n, logp, e_re, e_im)
+        updates, opt_state = parts["optimizer"].update(grads, state.opt_state, params,
+                                                       scores=scores)
+        params = optax.apply_updates(params, updates)
+        f = temperature * logp + e_re
         stats = {
             "F": jnp.mean(f), "F_var": jnp.var(f),
             "E": jnp.mean(e_re), "E_var": jnp.var(e_re),
-            "K": jnp.mean(parts["kinetic"]), "V": jnp.mean(parts["potential"]),
+            "K": jnp.mean(e_parts["kinetic"]), "V": jnp.mean(e_parts["potential"]),
             "S": -jnp.mean(logp), "S_var": jnp.var(logp),
             "acceptance": acceptance, "width": sampler.width,
         }
