@@ -68,6 +68,6 @@ def restore(path: str, template):
             if arr.shape != np.shape(ref):
                 raise ValueError(f"checkpoint {path}: array {i} has shape {arr.shape}, "
                                  f"expected {np.shape(ref)} (different configuration?)")
-            loaded.append(jax.numpy.asarray(arr, dtype=np.asarray(ref).dtype))
+            loaded.append(jax.numpy.asarray(arr, dtype=ref.dtype))
         step = int(data["step"])
     return jax.tree.unflatten(treedef, loaded), step
