@@ -4,12 +4,13 @@ particle-number constraint and a chi-squared test of its samples."""
 import itertools
 import math
 
+import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freeenergy.models.van import OccupationSpace, make_van
+from freeenergy.models.van import OccupationSpace, VANCorrection, make_van
 from freeenergy.physics.ideal import canonical_ideal_gas
 
 
@@ -72,17 +73,14 @@ def test_autoregressive_jacobian_is_strictly_lower_triangular():
     van = make_van(space, hidden=(16, 16))
     params = _perturbed(van, jax.random.PRNGKey(2))
     n = jnp.asarray(_all_states(space)[7], dtype=jnp.float64)
-    from freeenergy.models.van import VANCorrection  # noqa: F401
-    correction = lambda v: van.logits(params, v)[0]  # logits depend on n via the net and the counts
-    # the network part alone must be strictly autoregressive
-    import haiku as hk
+    # the learned part of the logits must be strictly autoregressive (the base depends on n_<i
+    # only through the particle counts, by construction)
     net = hk.without_apply_rng(hk.transform(
         lambda v: VANCorrection(space.size, (16, 16), name="van")(v)))
     jac = jax.jacfwd(lambda v: net.apply(params, v))(n)
     upper = np.triu(np.ones((space.size, space.size)))  # output i vs input j >= i
     assert np.all(np.abs(np.asarray(jac)) * upper == 0.0)
     assert np.any(np.abs(np.asarray(jac)) * (1 - upper) > 0.0)  # and it is not trivial
-    del correction
 
 
 def test_samples_have_exact_particle_numbers_and_consistent_logp():
