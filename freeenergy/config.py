@@ -43,7 +43,7 @@ class Config:
     # --- sampling ---
     mc_steps: int = 50             # all-electron Metropolis moves per training step
     mc_thermalize: int = 200       # Metropolis moves before the first step
-    mc_width: float = 0.0          # initial move width (bohr); 0: 0.1 L / sqrt(n)... set from the box
+    mc_width: float = 0.0          # initial move width (bohr); 0: 0.3 rs (then adapted to the target acceptance)
     mc_target_acceptance: float = 0.5
     laplacian: str = "analytic"    # "analytic" (pair-structure, fastest), "folx" (forward Laplacian), "loop" (reference)
     eloc_chunk: int = 32           # walkers per vectorized chunk of the local-energy evaluation

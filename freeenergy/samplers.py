@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 
 class SamplerState(NamedTuple):
-    """x: (B, N, dim) bohr; log_abs: (B,) ln|psi| at x; width: scalar step width (bohr)."""
+    """x: (B, N, dim) walker positions (bohr); width: scalar Metropolis step width (bohr)."""
 
     x: jnp.ndarray
     width: jnp.ndarray

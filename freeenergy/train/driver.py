@@ -28,6 +28,7 @@ from freeenergy.hamiltonian import make_local_energy
 from freeenergy.models.van import make_van
 from freeenergy.models.wavefunction import make_wavefunction
 from freeenergy.optim import make_optimizer
+from freeenergy.physics.units import KB_HA_PER_K
 from freeenergy.samplers import SamplerState, initial_positions, make_metropolis
 from freeenergy.system import System, make_system
 from freeenergy.train import checkpoint, summary
@@ -98,7 +99,7 @@ def resolved_config(built: Built) -> dict:
         "config": built.cfg.to_dict(),
         "derived": {
             "box_length_bohr": s.length, "fermi_energy_ha": s.fermi_energy,
-            "temperature_ha": s.temperature, "temperature_K": s.temperature / 3.166811563e-6,
+            "temperature_ha": s.temperature, "temperature_K": s.temperature / KB_HA_PER_K,
             "cutoff_ha": float(s.basis.cutoff), "n_states": int(s.basis.n_states),
             "n_per_species": list(s.n_per_species), "n_params": built.n_params,
             "ewald_alpha": float(s.ewald.alpha),
