@@ -6,6 +6,10 @@ temporary file in the same directory, flushed and fsync'ed, then renamed over it
 new checkpoint, never a half-written one. The random stream needs no saving: the key of step t is
 ``fold_in(key(seed), t)``. Restoring fills a freshly built state of the same structure, so a
 checkpoint from a different model layout is refused with a clear error.
+
+Under MPI the driver saves a state whose walker array holds the walkers of ALL ranks (gathered
+on rank 0, global walker order), with the layout that wrote it in ``meta``; on restore every rank
+takes its own rows, so a run can resume on a different number of ranks or devices.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import numpy as np
 PATTERN = "ckpt_{step:08d}.npz"
 
 
-def save(directory: str, state, step: int, keep: int = 2) -> str:
-    """Writes ``state`` as checkpoint ``step`` atomically; keeps the newest ``keep`` files."""
+def save(directory: str, state, step: int, keep: int = 2, meta: Optional[dict] = None) -> str:
+    """Writes ``state`` as checkpoint ``step`` atomically; keeps the newest ``keep`` files.
+    ``meta``: small dict of ints/floats/strings stored alongside (e.g. the parallel layout)."""
     os.makedirs(directory, exist_ok=True)
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
     path = os.path.join(directory, PATTERN.format(step=step))
     tmp = path + ".tmp"
     with open(tmp, "wb") as fh:
         np.savez(fh, step=np.asarray(step), n_leaves=np.asarray(len(leaves)),
+                 **{f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()},
                  **{f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)})
         fh.flush()
         os.fsync(fh.fileno())
@@ -54,20 +60,32 @@ def latest(directory: str) -> Optional[str]:
     return files[-1] if files else None
 
 
-def restore(path: str, template):
-    """Loads checkpoint ``path`` into a state with the structure of ``template``: (state, step)."""
-    leaves, treedef = jax.tree.flatten(template)
+def read(path: str):
+    """(leaves: list of arrays, step: int, meta: dict) of checkpoint ``path``."""
     with np.load(path) as data:
         n_leaves = int(data["n_leaves"])
-        if n_leaves != len(leaves):
-            raise ValueError(f"checkpoint {path} holds {n_leaves} arrays but the model expects "
-                             f"{len(leaves)}: it was written by a different configuration")
-        loaded = []
-        for i, ref in enumerate(leaves):
-            arr = data[f"leaf_{i:05d}"]
-            if arr.shape != np.shape(ref):
-                raise ValueError(f"checkpoint {path}: array {i} has shape {arr.shape}, "
-                                 f"expected {np.shape(ref)} (different configuration?)")
-            loaded.append(jax.numpy.asarray(arr, dtype=ref.dtype))
-        step = int(data["step"])
-    return jax.tree.unflatten(treedef, loaded), step
+        leaves = [np.asarray(data[f"leaf_{i:05d}"]) for i in range(n_leaves)]
+        meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}
+        return leaves, int(data["step"]), meta
+
+
+def fill(template, leaves: list, path: str = "checkpoint"):
+    """A state with the structure and dtypes of ``template`` holding ``leaves``; refuses
+    checkpoints written by a different configuration."""
+    refs, treedef = jax.tree.flatten(template)
+    if len(leaves) != len(refs):
+        raise ValueError(f"{path} holds {len(leaves)} arrays but the model expects "
+                         f"{len(refs)}: it was written by a different configuration")
+    loaded = []
+    for i, (arr, ref) in enumerate(zip(leaves, refs)):
+        if arr.shape != np.shape(ref):
+            raise ValueError(f"{path}: array {i} has shape {arr.shape}, expected {np.shape(ref)} "
+                             f"(different configuration?)")
+        loaded.append(jax.numpy.asarray(arr, dtype=ref.dtype))
+    return jax.tree.unflatten(treedef, loaded)
+
+
+def restore(path: str, template):
+    """Loads checkpoint ``path`` into a state with the structure of ``template``: (state, step)."""
+    leaves, step, _ = read(path)
+    return fill(template, leaves, path), step

@@ -22,14 +22,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freeenergy import version
+from freeenergy import devices, version
 from freeenergy.config import Config, ConfigError, validate
 from freeenergy.hamiltonian import make_local_energy
 from freeenergy.models.van import make_van
 from freeenergy.models.wavefunction import make_wavefunction
 from freeenergy.optim import make_optimizer
 from freeenergy.physics.units import KB_HA_PER_K
-from freeenergy.samplers import SamplerState, initial_positions, make_metropolis
+from freeenergy.samplers import (SamplerState, initial_positions, make_metropolis,
+                                 make_width_adaptation)
 from freeenergy.system import System, make_system
 from freeenergy.train import checkpoint, summary
 from freeenergy.train.step import TrainState, make_step_parts, make_train_step
@@ -41,19 +42,27 @@ EXIT_INTERRUPTED = 75  # checkpoint written after SIGTERM/SIGUSR1; resume with -
 
 @dataclasses.dataclass
 class Built:
-    """Everything built once from a config."""
+    """Everything built once from a config, for this process's share of the walkers."""
 
     cfg: Config
     system: System
-    init_state: Callable   # key -> TrainState (thermalized)
-    step: Callable         # jitted (state, key) -> (state, stats)
+    layout: devices.Layout
+    global_state: Callable  # key -> TrainState with ALL walkers (unthermalized; checkpoint layout)
+    init_state: Callable    # key -> TrainState with this rank's walkers, thermalized
+    to_local: Callable      # TrainState with all walkers -> this rank's share, on its devices
+    step: Callable          # jitted (state, key) -> (state, stats), sharded over local devices
     n_params: dict
-    parts: dict            # the pure pieces of the step (see train.step.make_step_parts)
+    parts: dict             # the pure pieces of the step (see train.step.make_step_parts)
 
 
-def build(cfg: Config) -> Built:
+def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     """Builds system, models, sampler, optimizer and the jitted training step."""
     jax.config.update("jax_enable_x64", True)
+    lay = layout or devices.layout()
+    try:
+        per_shard = lay.per_shard(cfg.batch)
+    except devices.LayoutError as exc:
+        raise ConfigError(str(exc)) from None
     system = make_system(cfg)
     dim, n_el, length = cfg.dim, system.n_electrons, system.length
     van = make_van(system.space, cfg.van_hidden)
@@ -62,34 +71,58 @@ def build(cfg: Config) -> Built:
     potential = lambda x: system.ewald.energy_same_charge(x, -1.0)
     e_loc = make_local_energy(wf.log_psi, potential, cfg.coupling, cfg.laplacian, wf.derivatives)
     log_abs = lambda p, x, n: wf.log_psi(p, x, n)[0]
-    metropolis = make_metropolis(log_abs, length, cfg.mc_steps, cfg.mc_target_acceptance)
-    thermalize = (make_metropolis(log_abs, length, cfg.mc_thermalize, cfg.mc_target_acceptance)
-                  if cfg.mc_thermalize > 0 else None)
+    metropolis = make_metropolis(log_abs, length, cfg.mc_steps)
+    adapt = make_width_adaptation(length, cfg.mc_target_acceptance)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.sr_damping, cfg.sr_max_norm,
                                cfg.lr_decay_steps or None)
-    has_flow = cfg.backflow
     parts = make_step_parts(van, wf.log_psi, e_loc, metropolis, optimizer, system.temperature,
-                            cfg.batch, has_flow,
-                            np.tile(system.basis.energies, len(system.n_per_species)))
-    step = make_train_step(parts, system.temperature, min(cfg.eloc_chunk, cfg.batch))
+                            cfg.backflow, np.tile(system.basis.energies, len(system.n_per_species)),
+                            cfg.eloc_chunk)
+    collectives = devices.Collectives(lay)
+    W, R = devices.walker_spec(), devices.replicated()
+    sampler_spec = SamplerState(x=W, width=R)
+    state_spec = TrainState(params=R, opt_state=R, sampler=sampler_spec, step=R)
+    step = devices.shard_step(make_train_step(parts, collectives, adapt),
+                              (state_spec, R), (state_spec, R))
     width0 = cfg.mc_width if cfg.mc_width > 0 else 0.3 * cfg.rs
 
-    def init_state(key):
-        k_van, k_flow, k_x, k_n, k_th = jax.random.split(key, 5)
+    def thermalize_shard(params, sampler, key):
+        if lay.n_shards > 1:
+            key = jax.random.fold_in(key, collectives.shard_index())
+        k_n, k_mc = jax.random.split(key)
+        n, _ = jax.vmap(van.sample, (None, 0))(params["van"], jax.random.split(k_n, per_shard))
+        x, acceptance = make_metropolis(log_abs, length, cfg.mc_thermalize)(
+            params["flow"], sampler, n, k_mc)
+        mean_acc = collectives.sum(jnp.sum(acceptance)) / cfg.batch
+        return SamplerState(x=x, width=adapt(sampler.width, mean_acc))
+
+    thermalize = devices.shard_step(thermalize_shard, (R, sampler_spec, R), sampler_spec)
+
+    def global_state(key):
+        k_van, k_flow, k_x, _, _ = jax.random.split(key, 5)
         x = initial_positions(k_x, cfg.batch, n_el, dim, length)
         params = {"van": van.init(k_van), "flow": wf.init(k_flow, x[0])}
         sampler = SamplerState(x=x, width=jnp.asarray(width0, x.dtype))
-        if thermalize is not None:
-            n, _ = jax.vmap(van.sample, (None, 0))(params["van"], jax.random.split(k_n, cfg.batch))
-            sampler, _ = jax.jit(thermalize)(params["flow"], sampler, n, k_th)
         return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
                           step=jnp.zeros((), jnp.int32))
+
+    def to_local(state):
+        x = np.asarray(state.sampler.x)[lay.rank_rows(cfg.batch)]
+        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x)))
+
+    def init_state(key):
+        state = to_local(global_state(key))
+        if cfg.mc_thermalize > 0:
+            k_th = jax.random.split(key, 5)[4]
+            state = state._replace(sampler=thermalize(state.params, state.sampler, k_th))
+        return state
 
     probe = jax.eval_shape(lambda k: {"van": van.init(k), "flow": wf.init(k, jnp.zeros((n_el, dim)))},
                            jax.random.PRNGKey(0))
     n_params = {k: int(sum(np.prod(a.shape) for a in jax.tree.leaves(v))) for k, v in probe.items()}
-    return Built(cfg=cfg, system=system, init_state=init_state, step=jax.jit(step),
-                 n_params=n_params, parts=parts)
+    return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
+                 init_state=init_state, to_local=to_local, step=step, n_params=n_params,
+                 parts=parts)
 
 
 def resolved_config(built: Built) -> dict:
@@ -105,6 +138,9 @@ def resolved_config(built: Built) -> dict:
             "ewald_alpha": float(s.ewald.alpha),
             "ideal_gas": s.ideal_gas(),
         },
+        "parallel": {"n_ranks": built.layout.n_ranks, "devices_per_rank": built.layout.n_local,
+                     "walkers_per_device": built.cfg.batch // built.layout.n_shards,
+                     "device": devices.describe()},
         "code_version": version.code_version(),
         "units": {"length": "bohr", "energy": "hartree", "entropy": "k_B"},
     }
@@ -150,49 +186,88 @@ def _truncate_log(path: str, last_step: int):
     os.replace(tmp, path)
 
 
+def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int):
+    """Collective: gathers every rank's walkers; rank 0 writes one atomic checkpoint."""
+    x_all = devices.gather_rows(devices.fetch_walkers(state.sampler.x))
+    if built.layout.is_root:
+        state = state._replace(sampler=state.sampler._replace(x=x_all))
+        lay = built.layout
+        checkpoint.save(ckpt_dir, state, step,
+                        meta={"n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local})
+
+
+def _load_checkpoint(built: Built, ckpt_dir: str, init_key, out):
+    """Collective: rank 0 reads the newest checkpoint, every rank takes its walkers.
+    Returns (state, step) or None when there is no checkpoint."""
+    found = None
+    if built.layout.is_root:
+        path = checkpoint.latest(ckpt_dir)
+        found = (path, *checkpoint.read(path)) if path else None
+    found = devices.bcast(found)
+    if found is None:
+        return None
+    path, leaves, step, meta = found
+    state = checkpoint.fill(jax.eval_shape(built.global_state, init_key), leaves, path)
+    lay = built.layout
+    written = (meta.get("n_ranks", 1), meta.get("devices_per_rank", 1))
+    if written != (lay.n_ranks, lay.n_local):
+        print(f"warning: {path} was written by {written[0]} rank(s) x {written[1]} device(s), "
+              f"now {lay.describe()}: the {built.cfg.batch} walkers are redistributed, and the "
+              f"random stream differs from an uninterrupted run", file=out, flush=True)
+    print(f"resumed from {path} at step {step}", file=out, flush=True)
+    return built.to_local(state), step
+
+
 def train(cfg: Config, resume: bool = False, out=sys.stdout) -> int:
-    """Runs (or resumes) training in cfg.out; returns the process exit status."""
+    """Runs (or resumes) training in cfg.out; returns the process exit status.
+
+    Under MPI every rank calls this; rank 0 alone prints and writes files."""
     validate(cfg)
+    lay = devices.layout()
+    if not lay.is_root:
+        out = open(os.devnull, "w")
     run_dir = cfg.out
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     log_path = os.path.join(run_dir, "log.csv")
-    if not resume and os.path.exists(os.path.join(run_dir, "config.json")):
+    exists = devices.bcast(os.path.exists(os.path.join(run_dir, "config.json")))
+    if not resume and exists:
         raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue "
                           f"it or choose another --out")
-    built = build(cfg)
-    os.makedirs(run_dir, exist_ok=True)
-    resolved = resolved_config(built)
-    with open(os.path.join(run_dir, "config.json.tmp"), "w") as fh:
-        json.dump(resolved, fh, indent=2, sort_keys=True)
-    os.replace(os.path.join(run_dir, "config.json.tmp"), os.path.join(run_dir, "config.json"))
-
+    built = build(cfg, lay)
     base_key = jax.random.PRNGKey(cfg.seed)
     init_key, loop_key = jax.random.split(base_key)
     n_el = built.system.n_electrons
-    ckpt = checkpoint.latest(ckpt_dir) if resume else None
-    if ckpt is not None:
-        template = jax.eval_shape(built.init_state, init_key)
-        state, start = checkpoint.restore(ckpt, template)
-        _truncate_log(log_path, start)
-        print(f"resumed from {ckpt} at step {start}", file=out, flush=True)
+    loaded = _load_checkpoint(built, ckpt_dir, init_key, out) if resume else None
+    if lay.is_root:
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "config.json.tmp"), "w") as fh:
+            json.dump(resolved_config(built), fh, indent=2, sort_keys=True)
+        os.replace(os.path.join(run_dir, "config.json.tmp"), os.path.join(run_dir, "config.json"))
+    if loaded is not None:
+        state, start = loaded
+        if lay.is_root:
+            _truncate_log(log_path, start)
     else:
         if resume:
             print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=out, flush=True)
         state = built.init_state(init_key)
         start = 0
-        with open(log_path, "w") as fh:
-            fh.write(",".join(LOG_COLUMNS) + "\n")
+        if lay.is_root:
+            with open(log_path, "w") as fh:
+                fh.write(",".join(LOG_COLUMNS) + "\n")
 
     s = built.system
     print(f"freeenergy {version.code_version()} | {cfg.system} dim={cfg.dim} n={cfg.n} rs={cfg.rs} "
           f"theta={cfg.theta} (T={s.temperature:.5g} Ha) {'paramagnetic' if cfg.paramagnetic else 'polarized'} "
           f"coupling={cfg.coupling} | L={s.length:.5g} bohr, cutoff={float(s.basis.cutoff):.5g} Ha, "
-          f"{s.basis.n_states} states/spin | params van={built.n_params['van']} flow={built.n_params['flow']}",
+          f"{s.basis.n_states} states/spin | params van={built.n_params['van']} flow={built.n_params['flow']} "
+          f"| {cfg.batch} walkers on {lay.describe()} ({devices.describe()})",
           file=out, flush=True)
     status = 0
     t0 = time.time()
     t_first = None
-    with _Signals() as signals, open(log_path, "a") as log:
+    log = open(log_path, "a") if lay.is_root else open(os.devnull, "w")
+    with _Signals() as signals, log:
         writer = csv.writer(log)
         for t in range(start, cfg.steps):
             state, stats = built.step(state, jax.random.fold_in(loop_key, t))
@@ -219,16 +294,20 @@ def train(cfg: Config, resume: bool = False, out=sys.stdout) -> int:
                       f"{rate:.3g} step/s  ETA {_format_time(eta) if eta == eta else '?'}",
                       file=out, flush=True)
             last = done == cfg.steps
-            if done % cfg.checkpoint_every == 0 or last or signals.received is not None:
+            stop = devices.any_rank(signals.received is not None)  # all ranks stop together
+            if done % cfg.checkpoint_every == 0 or last or stop:
                 log.flush()
-                checkpoint.save(ckpt_dir, state, done)
-            if signals.received is not None and not last:
-                name = signal.Signals(signals.received).name
+                _save_checkpoint(built, ckpt_dir, state, done)
+            if stop and not last:
+                name = (signal.Signals(signals.received).name if signals.received is not None
+                        else "signal (on another rank)")
                 print(f"{name} received: checkpoint written at step {done}; continue with "
                       f"`freeenergy.py train --resume {run_dir}`", file=out, flush=True)
                 status = EXIT_INTERRUPTED
                 break
-    result = summary.write_summary(run_dir)
-    if status == 0:
-        print(summary.format_summary(result), file=out, flush=True)
+    if lay.is_root:
+        result = summary.write_summary(run_dir)
+        if status == 0:
+            print(summary.format_summary(result), file=out, flush=True)
+    devices.barrier()
     return status

@@ -3,11 +3,14 @@
 Reads ``config.json`` and ``log.csv`` of a run directory (finished or still running) and writes
 ``summary.json`` with per-electron F, E, K, V (Ha) and S (k_B), each {"mean", "err"}, the error
 bars from reblocking the per-step estimates of the last ``average_fraction`` of the steps.
+A number that cannot be computed (e.g. the error bar of a single averaged step) is ``null``, never
+a bare NaN/Infinity, so the file is strict JSON (``jq``, JavaScript, Go, ... read it).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import numpy as np
@@ -27,7 +30,20 @@ def read_log(run_dir: str) -> dict:
     return {name: data[:, i] for i, name in enumerate(header)}
 
 
+def _finite_or_none(obj):
+    """Copy of a JSON-like value (dicts, lists, tuples, scalars) with every non-finite float
+    (NaN, +-inf; numpy floats included) replaced by None."""
+    if isinstance(obj, dict):
+        return {key: _finite_or_none(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(value) for value in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
 def compute_summary(run_dir: str) -> dict:
+    """Summary dict of a run directory (see module docstring); non-finite numbers are None."""
     with open(os.path.join(run_dir, "config.json")) as fh:
         resolved = json.load(fh)
     cfg, derived = resolved["config"], resolved["derived"]
@@ -56,16 +72,23 @@ def compute_summary(run_dir: str) -> dict:
         "temperature": "hartree", "fermi_energy": "hartree", "box_length": "bohr",
         "rs": "bohr", "theta": "k_B T / E_F", "twist": "2 pi / L",
     }
-    return result
+    return _finite_or_none(result)
 
 
 def write_summary(run_dir: str) -> dict:
     result = compute_summary(run_dir)
     path = os.path.join(run_dir, "summary.json")
     with open(path + ".tmp", "w") as fh:
-        json.dump(result, fh, indent=2)
+        json.dump(_finite_or_none(result), fh, indent=2, allow_nan=False)
     os.replace(path + ".tmp", path)
     return result
+
+
+def _fmt(value, spec: str) -> str:
+    """A number in the given format, or "n/a" for None / non-finite."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return format(value, spec)
 
 
 def format_summary(result: dict) -> str:
@@ -75,9 +98,10 @@ def format_summary(result: dict) -> str:
     for q in QUANTITIES:
         unit = "k_B" if q == "S" else "Ha"
         m, e = result[q]["mean"], result[q]["err"]
-        lines.append(f"  {q} = {m:.7f} +- {e:.1e} {unit}" if m is not None else f"  {q} = n/a")
+        lines.append(f"  {q} = {_fmt(m, '.7f')} +- {_fmt(e, '.1e')} {unit}"
+                     if m is not None and math.isfinite(m) else f"  {q} = n/a")
     if "ideal_gas" in result:
         ig = result["ideal_gas"]
-        lines.append(f"  exact ideal gas (same basis): F = {ig['F']:.7f} Ha, E = {ig['E']:.7f} Ha, "
-                     f"S = {ig['S']:.5f} k_B")
+        lines.append(f"  exact ideal gas (same basis): F = {_fmt(ig.get('F'), '.7f')} Ha, "
+                     f"E = {_fmt(ig.get('E'), '.7f')} Ha, S = {_fmt(ig.get('S'), '.5f')} k_B")
     return "\n".join(lines)
