@@ -50,10 +50,17 @@ class System:
         return 1.0 / self.temperature
 
     def ideal_gas(self) -> dict:
-        """Exact canonical ideal-gas F, E (Ha) and S (k_B) per electron for this basis."""
+        """Exact canonical ideal-gas F, E (Ha) and S (k_B) per electron for this basis.
+
+        Uses the float64 level recursion (ideal.canonical_ideal_gas_dp): about a second at N = 1000
+        in 3D, where the mpmath particle-number recursion already takes minutes at N = 200.
+        """
         totals = {"F": 0.0, "E": 0.0, "S": 0.0}
+        per_n = {}  # species with equal particle numbers share the basis: compute once
         for n_s in self.n_per_species:
-            res = ideal.canonical_ideal_gas(self.basis.energies, n_s, self.temperature)
+            if n_s not in per_n:
+                per_n[n_s] = ideal.canonical_ideal_gas_dp(self.basis.energies, n_s, self.temperature)
+            res = per_n[n_s]
             for key in totals:
                 totals[key] += float(res[key])
         return {key: value / self.n_electrons for key, value in totals.items()}
@@ -74,9 +81,11 @@ def make_system(cfg: Config) -> System:
         cutoff = float(cfg.cutoff)
     basis = planewaves.make_plane_wave_basis(cfg.dim, length, cutoff, twist)
     if basis.n_states < n_s:
+        states = f"{basis.n_states} plane-wave state{'' if basis.n_states == 1 else 's'}"
+        electrons = f"{n_s} electron{'' if n_s == 1 else 's'}"
         raise ConfigError(
-            f"--cutoff {cutoff:.6g} Ha holds only {basis.n_states} plane-wave states per spin, fewer "
-            f"than the {n_s} electrons per spin; raise --cutoff (or leave it unset for the default)")
+            f"--cutoff {cutoff:.6g} Ha holds only {states} per spin, fewer than the {electrons} "
+            f"per spin; raise --cutoff (or leave it unset for the default)")
     if cfg.cutoff is not None:
         outside = planewaves.excluded_occupation(cfg.dim, length, n_s, temperature, cutoff, twist)
         if outside > 1e-2:

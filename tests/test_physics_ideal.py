@@ -15,8 +15,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from freeenergy.physics import box, planewaves  # noqa: E402
+from freeenergy.config import Config, validate  # noqa: E402
 from freeenergy.physics.ideal import (  # noqa: E402
-    canonical_ideal_gas, fermi_dirac_occupations, suffix_log_partition)
+    canonical_ideal_gas, canonical_ideal_gas_dp, fermi_dirac_occupations, suffix_log_partition)
+from freeenergy.system import make_system  # noqa: E402
 
 
 def _enumerate(energies, n, temperature):
@@ -43,7 +45,88 @@ def test_recursion_against_enumeration(n, temperature):
     assert abs(res["S"] - (res["E"] - res["F"]) / temperature) < 1e-10
 
 
-def test_suffix_log_partition_against_enumeration_and_recursion():
+@pytest.mark.parametrize("n,temperature", [(3, 0.7), (1, 0.2), (5, 3.0), (8, 1.0), (0, 1.0)])
+def test_float64_route_against_enumeration(n, temperature):
+    energies = np.random.default_rng(n).uniform(-1.0, 2.0, 8)
+    exact = _enumerate(energies, n, temperature)
+    res = canonical_ideal_gas_dp(energies, n, temperature)
+    for key in ("F", "E", "S"):
+        assert abs(res[key] - exact[key]) <= 1e-12 * max(1.0, abs(exact[key])), key
+
+
+@pytest.mark.parametrize("dim,n,rs,theta,paramagnetic,twist", [
+    (2, 13, 1.0, 0.15, False, None),
+    (2, 10, 2.0, 1.0, True, [0.25, -0.1]),
+    (3, 7, 1.0, 0.5, False, None),
+    (3, 14, 1.0, 0.5, True, [0.1, 0.2, -0.3]),
+    (3, 33, 4.0, 0.0625, False, None),
+])
+def test_float64_route_matches_mpmath_recursion(dim, n, rs, theta, paramagnetic, twist):
+    """The float64 level recursion (System.ideal_gas's route) against the independent mpmath
+    particle-number recursion on default plane-wave bases."""
+    n_s = n // 2 if paramagnetic else n
+    length = box.box_length(n, rs, dim)
+    temperature = theta * box.fermi_energy(rs, dim, paramagnetic)
+    cutoff = planewaves.default_cutoff(dim, length, n_s, temperature, twist)
+    energies = planewaves.make_plane_wave_basis(dim, length, cutoff, twist).energies
+    ref = canonical_ideal_gas(energies, n_s, temperature)
+    fast = canonical_ideal_gas_dp(energies[::-1], n_s, temperature)  # input order is irrelevant
+    for key in ("F", "E", "S"):
+        assert abs(fast[key] - ref[key]) <= 1e-10 * max(1.0, abs(ref[key])), key
+    assert abs(fast["S"] - (fast["E"] - fast["F"]) / temperature) < 1e-10 * max(1.0, fast["S"])
+
+
+def test_float64_route_low_temperature_degenerate_shell():
+    # as test_low_temperature_limit_degenerate_shell: shells 0 (x1), 0.5 (x4), 1.0 (x4) Ha
+    basis = planewaves.make_plane_wave_basis(2, 2 * math.pi, cutoff=2.5)
+    temperature = 0.001
+    res = canonical_ideal_gas_dp(basis.energies, 3, temperature)
+    assert abs(res["F"] - (1.0 - temperature * math.log(6))) < 1e-12
+    assert abs(res["E"] - 1.0) < 1e-12 and abs(res["S"] - math.log(6)) < 1e-12
+    # closed shell: S is the exponentially small thermal excitation entropy, not rounding noise
+    # (lowest excitations: 16 ways to lift one particle by 0.5 Ha, S ~ 16 (beta gap) e^{-beta gap})
+    res = canonical_ideal_gas_dp(basis.energies, 5, temperature)
+    x = 0.5 / temperature
+    assert res["S"] == pytest.approx(16 * (x + 1) * math.exp(-x), rel=1e-6)
+    assert res["F"] == 2.0 and res["E"] == 2.0
+
+
+def test_system_ideal_gas_large_n():
+    """N = 1000 polarized 3D electrons at theta = 0.5 on the default basis (33641 levels): the
+    mpmath recursion needs minutes already at N = 200; System.ideal_gas takes about a second.
+    Checked against thermodynamic identities and the grand-canonical gas in the same basis."""
+    cfg = validate(Config(dim=3, n=1000, rs=1.0, theta=0.5))
+    system = make_system(cfg)
+    assert system.basis.n_states > 30000
+    ig = system.ideal_gas()
+    t, n = system.temperature, system.n_electrons
+    for key in ("F", "E", "S"):
+        assert math.isfinite(ig[key])
+    assert abs(ig["S"] - (ig["E"] - ig["F"]) / t) < 1e-10 * ig["S"]
+    # canonical and grand-canonical energies per electron agree up to O(1/N)
+    occ, _ = fermi_dirac_occupations(system.basis.energies, n, t)
+    e_gc = float(occ @ system.basis.energies) / n
+    assert abs(ig["E"] - e_gc) < 1e-2 * abs(e_gc)
+
+
+def test_float64_route_large_n_thermodynamic_identity():
+    """At N = 500 per spin (3D, theta = 0.5, 15967 levels), out of the mpmath route's reach:
+    E = d(beta F)/d beta by central differences of the float64 F, and the canonical E differs
+    from the grand-canonical one in the same basis (by ~3e-4 relative: finite-N ensemble effect)."""
+    dim, n, rs = 3, 500, 1.0
+    length = box.box_length(2 * n, rs, dim)
+    temperature = 0.5 * box.fermi_energy(rs, dim, paramagnetic=True)
+    energies = planewaves.make_plane_wave_basis(
+        dim, length, planewaves.default_cutoff(dim, length, n, temperature)).energies
+    res = canonical_ideal_gas_dp(energies, n, temperature)
+    beta, h = 1.0 / temperature, 1e-5
+    beta_f = [b * canonical_ideal_gas_dp(energies, n, 1.0 / b)["F"]
+              for b in (beta * (1 + h), beta * (1 - h))]
+    e_fd = (beta_f[0] - beta_f[1]) / (2 * h * beta)
+    assert abs(e_fd - res["E"]) < 1e-8 * abs(res["E"])
+    occ, _ = fermi_dirac_occupations(energies, n, temperature)
+    assert 1e-5 < abs(res["E"] - float(occ @ energies)) / abs(res["E"]) < 1e-2
+
     energies = np.random.default_rng(1).uniform(0.3, 2.0, 8)
     temperature = 0.45
     n_max = 5
@@ -127,3 +210,7 @@ def test_validation():
         fermi_dirac_occupations(e, 5, 1.0)
     with pytest.raises(ValueError):
         suffix_log_partition(e, -1, 1.0)
+    with pytest.raises(ValueError):
+        canonical_ideal_gas_dp(e, 6, 1.0)
+    with pytest.raises(ValueError):
+        canonical_ideal_gas_dp(e, 2, -1.0)
