@@ -1,4 +1,4 @@
-"""Command-line interface: ``freeenergy {train,summary,bench}`` (also ``python freeenergy.py ...``).
+"""Command-line interface: ``freeenergy {train,summary,bench,slurm}`` (also ``python freeenergy.py ...``).
 
 Every option of :class:`freeenergy.config.Config` is a flag (``--mc-steps``, ``--no-backflow``,
 ...). Precedence: defaults < ``--config FILE`` (JSON or YAML) < flags. Bad input exits with
@@ -15,6 +15,7 @@ import sys
 import typing
 
 from freeenergy import config as config_mod
+from freeenergy import slurm
 from freeenergy.config import Config, ConfigError
 
 _ALIASES = {"backflow": ["--backflow"], "n": ["--n"]}
@@ -121,6 +122,7 @@ def make_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation")
     p_bench.add_argument("--json", action="store_true", help="print one JSON object")
     p_bench.set_defaults(func=_cmd_bench)
+    slurm.add_subparser(sub)  # slurm {single,multi,array}: render / write / submit job scripts
     return parser
 
 
