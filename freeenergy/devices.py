@@ -298,6 +298,13 @@ def place_walkers(x):
     return jax.device_put(x, NamedSharding(local_mesh(), walker_spec()))
 
 
+def place_replicated(tree):
+    """Puts a pytree on every local device (the sharding the step's replicated inputs have)."""
+    import jax
+    from jax.sharding import NamedSharding
+    return jax.device_put(tree, NamedSharding(local_mesh(), replicated()))
+
+
 def fetch_walkers(x) -> "object":
     """This rank's sharded walker array as one host array (rows in shard order)."""
     import numpy as np

@@ -107,7 +107,10 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
                           step=jnp.zeros((), jnp.int32))
 
     def to_local(state):
+        """This rank's rows of the walkers, split over its devices; the rest replicated (the
+        shardings the step returns, so the step compiles once)."""
         x = np.asarray(state.sampler.x)[lay.rank_rows(cfg.batch)]
+        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None)))
         return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x)))
 
     def init_state(key):
@@ -223,6 +226,11 @@ def train(cfg: Config, resume: bool = False, out=sys.stdout) -> int:
 
     Under MPI every rank calls this; rank 0 alone prints and writes files."""
     validate(cfg)
+    with _Signals() as signals:   # from the start: a signal during set-up or shutdown is not fatal
+        return _train(cfg, resume, out, signals)
+
+
+def _train(cfg: Config, resume: bool, out, signals: "_Signals") -> int:
     lay = devices.layout()
     if not lay.is_root:
         out = open(os.devnull, "w")
@@ -267,7 +275,7 @@ def train(cfg: Config, resume: bool = False, out=sys.stdout) -> int:
     t0 = time.time()
     t_first = None
     log = open(log_path, "a") if lay.is_root else open(os.devnull, "w")
-    with _Signals() as signals, log:
+    with log:
         writer = csv.writer(log)
         for t in range(start, cfg.steps):
             state, stats = built.step(state, jax.random.fold_in(loop_key, t))
