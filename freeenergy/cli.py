@@ -96,6 +96,9 @@ def _cmd_bench(args) -> int:
     from freeenergy import bench
     cfg = config_from_args(args)
     result = bench.run_bench(cfg, repeats=args.repeats, warmup=args.warmup)
+    from freeenergy import devices
+    if not devices.layout().is_root:
+        return 0
     if args.json:
         print(json.dumps(result))
     else:
@@ -129,11 +132,22 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
+    from freeenergy import devices
     try:
         return int(args.func(args) or 0)
     except (ConfigError, FileNotFoundError) as exc:
-        print(f"freeenergy: error: {exc}", file=sys.stderr)
+        # raised identically on every rank (same input), before any collective: all exit 2
+        if not devices.mpi_requested() or devices.layout().is_root:
+            print(f"freeenergy: error: {exc}", file=sys.stderr)
         return 2
+    except BaseException:
+        # an error on one rank would leave the others waiting in a collective forever
+        if devices.mpi_requested():
+            import traceback
+            traceback.print_exc()
+            sys.stderr.flush()
+            devices.abort(1)
+        raise
 
 
 if __name__ == "__main__":
