@@ -25,7 +25,7 @@ import numpy as np
 from freeenergy import devices, version
 from freeenergy.config import Config
 from freeenergy.train.driver import build
-from freeenergy.train.step import batch_local_energy
+from freeenergy.train.step import per_walker_terms
 
 
 def _timed(fn, args, repeats, warmup):
@@ -58,11 +58,7 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
     t_eloc, (eloc, e_parts) = _timed(eloc_fn, (params["flow"], x, n), repeats, warmup)
 
     def gradients(params, x, n, logp, eloc, e_parts):
-        o_van, o_re, o_im = parts["scores"](params, x, n)
-        terms = {"logp": logp, "e_re": jnp.real(eloc), "e_im": jnp.imag(eloc),
-                 "e_bare": parts["bare_energy"](n), "kinetic": e_parts["kinetic"],
-                 "potential": e_parts["potential"], "acceptance": jnp.ones_like(logp),
-                 "o_van": o_van, "o_re": o_re, "o_im": o_im}
+        terms = per_walker_terms(parts, params, x, n, logp, jnp.ones_like(logp), eloc, e_parts)
         return parts["estimate"](params, terms)
 
     t_grad, (grads, scores, _) = _timed(jax.jit(gradients), (params, x, n, logp, eloc, e_parts),

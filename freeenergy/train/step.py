@@ -163,6 +163,15 @@ def pack_rows(tree: dict):
     return matrix, unpack
 
 
+def per_walker_terms(parts: dict, params, x, n, logp, acceptance, eloc, e_parts) -> dict:
+    """The per-walker inputs of ``estimate`` for b walkers (scores computed here)."""
+    o_van, o_re, o_im = parts["scores"](params, x, n)
+    return {"logp": logp, "e_re": jnp.real(eloc), "e_im": jnp.imag(eloc),
+            "e_bare": parts["bare_energy"](n), "kinetic": e_parts["kinetic"],
+            "potential": e_parts["potential"], "acceptance": acceptance,
+            "o_van": o_van, "o_re": o_re, "o_im": o_im}
+
+
 def make_update(parts: dict, collectives) -> Callable:
     """update(params, opt_state, x, n, logp, acceptance) -> (params, opt_state, grads, updates,
     stats) for ONE shard's walkers x (b, N, dim), n (b, D), logp (b,), acceptance (b,).
@@ -173,11 +182,7 @@ def make_update(parts: dict, collectives) -> Callable:
 
     def update(params, opt_state, x, n, logp, acceptance):
         eloc, e_parts = parts["local_energy"](params["flow"], x, n)
-        o_van, o_re, o_im = parts["scores"](params, x, n)
-        terms = {"logp": logp, "e_re": jnp.real(eloc), "e_im": jnp.imag(eloc),
-                 "e_bare": parts["bare_energy"](n), "kinetic": e_parts["kinetic"],
-                 "potential": e_parts["potential"], "acceptance": acceptance,
-                 "o_van": o_van, "o_re": o_re, "o_im": o_im}
+        terms = per_walker_terms(parts, params, x, n, logp, acceptance, eloc, e_parts)
         packed, unpack = pack_rows(terms)
         full = unpack(collectives.gather(packed))
         grads, scores, stats = parts["estimate"](params, full)
