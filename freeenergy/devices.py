@@ -246,11 +246,12 @@ class Collectives:
             self._sum_p, self._gather_p = _mpi_primitives()
             self._handles = _device_comm_handles(lay.n_local)
 
-    def _across_ranks(self, prim, x):
+    def _across_ranks(self, op: str, x):
+        """op "sum": MPI_Allreduce(SUM); op "gather": MPI_Allgather -> (n_ranks, ...)."""
         import jax
         if self.layout.n_ranks == 1:
-            return x[None] if prim == "gather" else x
-        p = self._gather_p if prim == "gather" else self._sum_p
+            return x[None] if op == "gather" else x
+        p = self._gather_p if op == "gather" else self._sum_p
         if len(self._handles) == 1:
             return p.bind(x, comm=self._handles[0])
         branches = [functools.partial(lambda v, h: p.bind(v, comm=h), h=h) for h in self._handles]
@@ -305,12 +306,7 @@ def place_replicated(tree):
     return jax.device_put(tree, NamedSharding(local_mesh(), replicated()))
 
 
-def fetch_walkers(x) -> "object":
-    """This rank's sharded walker array as one host array (rows in shard order)."""
+def fetch_walkers(x):
+    """This rank's sharded walker array as one host numpy array (rows in shard order)."""
     import numpy as np
     return np.asarray(x)
-
-
-def require_layout(batch: int, lay: Optional[Layout] = None) -> int:
-    """Walkers per device for a global ``batch``; LayoutError if it does not split evenly."""
-    return (lay or layout()).per_shard(batch)

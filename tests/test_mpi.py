@@ -189,3 +189,21 @@ def test_resume_on_one_rank_redistributes_with_a_warning(reference_run, tmp_path
     assert rows.shape[0] == 6
     np.testing.assert_array_equal(rows[:4], reference_run[:4])
     assert np.all(np.isfinite(rows))
+
+
+def test_single_process_needs_no_mpi(tmp_path):
+    """Without a launcher, a run imports neither mpi4py nor mpi4jax (they may be absent)."""
+    code = ("import sys; sys.modules['mpi4py'] = None; sys.modules['mpi4jax'] = None\n"
+            "from freeenergy.cli import main\n"
+            f"sys.exit(main(['train', *{TINY!r}, '--mc-steps', '2', '--steps', '2', "
+            f"'--out', {str(tmp_path / 'run')!r}]))")
+    env = _env()
+    for var in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS",
+                "HYDRA_CONTROL_FD", "FREEENERGY_MPI"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 rank(s) x 1 device(s)" in proc.stdout
+    cfg = json.load(open(tmp_path / "run" / "config.json"))
+    assert cfg["parallel"] == {**cfg["parallel"], "n_ranks": 1, "devices_per_rank": 1}
