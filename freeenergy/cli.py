@@ -135,6 +135,9 @@ def main(argv=None) -> int:
     from freeenergy import devices
     try:
         return int(args.func(args) or 0)
+    except devices.ParallelSetupError as exc:
+        print(f"freeenergy: error: {exc}", file=sys.stderr)
+        return 2
     except (ConfigError, FileNotFoundError) as exc:
         # raised identically on every rank (same input), before any collective: all exit 2
         if not devices.mpi_requested() or devices.layout().is_root:

@@ -55,7 +55,11 @@ def describe() -> str:
 # Layout
 # ----------------------------------------------------------------------------------------------
 
-class LayoutError(ValueError):
+class ParallelSetupError(ValueError):
+    """The process cannot take part in the run as launched (bad input: the CLI exits 2)."""
+
+
+class LayoutError(ParallelSetupError):
     """The walker batch cannot be split over the ranks and devices in use."""
 
 
@@ -102,16 +106,33 @@ def mpi_requested() -> bool:
     return any(v in os.environ for v in _LAUNCHER_VARS)
 
 
+def _launcher_size() -> int:
+    """Number of processes the launcher says it started (1 if it says nothing)."""
+    for var in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
+        try:
+            return int(os.environ[var])
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
 @functools.lru_cache(maxsize=None)
 def _comm():
     """MPI.COMM_WORLD, or None when MPI is not in use."""
     if not mpi_requested():
+        if _launcher_size() > 1:
+            raise ParallelSetupError(
+                f"FREEENERGY_MPI=0 but the launcher started {_launcher_size()} processes: they "
+                f"would each run the whole job into the same directory; unset FREEENERGY_MPI or "
+                f"start one process")
         return None
     try:
         from mpi4py import MPI
-    except ImportError as exc:
-        raise RuntimeError("started under an MPI launcher but mpi4py is not installed: "
-                           "pip install -e '.[mpi]' (or set FREEENERGY_MPI=0)") from exc
+    except ImportError:
+        raise ParallelSetupError(
+            "started under an MPI launcher but mpi4py/mpi4jax are not installed: run "
+            "`bash scripts/install-mpi.sh` (or, with your site's MPI loaded, "
+            "`pip install --no-cache-dir --no-binary mpi4py -e '.[mpi]'`)") from None
     return MPI.COMM_WORLD
 
 
@@ -169,7 +190,10 @@ def gather_rows(local):
 
 def abort(status: int = 1) -> None:
     """Ends every rank (an error on one rank must not leave the others waiting forever)."""
-    comm = _comm()
+    try:
+        comm = _comm()
+    except ParallelSetupError:
+        return
     if comm is not None and comm.Get_size() > 1:
         comm.Abort(status)
 

@@ -207,3 +207,23 @@ def test_single_process_needs_no_mpi(tmp_path):
     assert "1 rank(s) x 1 device(s)" in proc.stdout
     cfg = json.load(open(tmp_path / "run" / "config.json"))
     assert cfg["parallel"] == {**cfg["parallel"], "n_ranks": 1, "devices_per_rank": 1}
+
+
+@pytest.mark.parametrize("case", ["forced_off_under_launcher", "launcher_without_mpi4py"])
+def test_inconsistent_mpi_setup_is_a_clear_error(tmp_path, case):
+    """Two processes writing one run, or a launcher without mpi4py: exit 2, one message."""
+    block = "sys.modules['mpi4py'] = None; " if case == "launcher_without_mpi4py" else ""
+    code = (f"import sys; {block}\nfrom freeenergy.cli import main\n"
+            f"sys.exit(main(['train', *{TINY!r}, '--steps', '2', "
+            f"'--out', {str(tmp_path / 'run')!r}]))")
+    env = dict(_env(), PMI_SIZE="2", PMI_RANK="0")
+    if case == "forced_off_under_launcher":
+        env["FREEENERGY_MPI"] = "0"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith("freeenergy: error:") and "Traceback" not in proc.stderr
+    expected = "launcher started 2 processes" if case == "forced_off_under_launcher" \
+        else "scripts/install-mpi.sh"
+    assert expected in proc.stderr
+    assert not (tmp_path / "run").exists()
