@@ -51,19 +51,21 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
     key = jax.random.PRNGKey(1)
     params = state.params
     per_device = cfg.batch // lay.n_shards
-    sampler = state.sampler._replace(x=jnp.asarray(devices.fetch_walkers(state.sampler.x)[:per_device]))
-    sample_fn = jax.jit(parts["sample"])
-    t_sample, (n, logp, x, _) = _timed(sample_fn, (params, sampler, key), repeats, warmup)
-    eloc_fn = jax.jit(parts["local_energy"])
-    t_eloc, (eloc, e_parts) = _timed(eloc_fn, (params["flow"], x, n), repeats, warmup)
+    sampler = state.sampler._replace(
+        x=jnp.asarray(devices.fetch_walkers(state.sampler.x)[:per_device]),
+        n=jnp.asarray(devices.fetch_walkers(state.sampler.n)[:per_device]))
+    sample_fn = jax.jit(parts.sample)
+    t_sample, draw = _timed(sample_fn, (params, sampler, key), repeats, warmup)
+    eloc_fn = jax.jit(parts.local_energy)
+    t_eloc, (eloc, e_parts) = _timed(eloc_fn, (params["flow"], draw.x, draw.n), repeats, warmup)
 
-    def gradients(params, x, n, logp, eloc, e_parts):
-        terms = per_walker_terms(parts, params, x, n, logp, jnp.ones_like(logp), eloc, e_parts)
-        return parts["estimate"](params, terms)
+    def gradients(params, draw, eloc, e_parts):
+        terms = per_walker_terms(parts, params, draw, eloc, e_parts)
+        return parts.estimate(params, terms)
 
-    t_grad, (grads, scores, _) = _timed(jax.jit(gradients), (params, x, n, logp, eloc, e_parts),
+    t_grad, (grads, scores, _) = _timed(jax.jit(gradients), (params, draw, eloc, e_parts),
                                         repeats, warmup)
-    sr_fn = jax.jit(lambda g, o, p, sc: parts["optimizer"].update(g, o, p, scores=sc))
+    sr_fn = jax.jit(lambda g, o, p, sc: parts.optimizer.update(g, o, p, scores=sc))
     t_sr, _ = _timed(sr_fn, (grads, state.opt_state, params, scores), repeats, warmup)
     times = []
     s = state

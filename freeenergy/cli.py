@@ -92,6 +92,16 @@ def _cmd_summary(args) -> int:
     return 0
 
 
+def _cmd_eval(args) -> int:
+    from freeenergy.train import driver, evaluate
+    from freeenergy.train.watchdog import Watchdog
+    cfg = evaluate.load_run_config(args.run_dir)  # a clear error before anything is built
+    with driver.Signals() as signals, Watchdog(cfg.watchdog_factor, cfg.watchdog_min_s,
+                                                 cfg.watchdog_first_s) as dog:
+        return evaluate.eval_run_dir(args.run_dir, args.steps, args.batch, args.burn_in,
+                                     args.seed, signals=signals, dog=dog)
+
+
 def _cmd_bench(args) -> int:
     from freeenergy import bench
     cfg = config_from_args(args)
@@ -119,6 +129,21 @@ def make_parser() -> argparse.ArgumentParser:
     p_sum.add_argument("run_dir")
     p_sum.add_argument("--json", action="store_true", help="print JSON")
     p_sum.set_defaults(func=_cmd_summary)
+    p_eval = sub.add_parser(
+        "eval", help="evaluate the frozen parameters of a run's last checkpoint: the variational "
+        "bound to quote (writes RUN_DIR/eval.json)")
+    p_eval.add_argument("run_dir", metavar="RUN_DIR")
+    p_eval.add_argument("--steps", type=int, default=200,
+                        help="measured steps of the joint chain (default 200); error bars by "
+                        "reblocking over steps")
+    p_eval.add_argument("--batch", type=int, default=None,
+                        help="walkers per step (default: the run's batch); the checkpoint's "
+                        "walkers are repeated or cut to fit")
+    p_eval.add_argument("--burn-in", type=int, default=20,
+                        help="unmeasured steps first, with the move width adapting (default 20)")
+    p_eval.add_argument("--seed", type=int, default=None,
+                        help="seed of the evaluation's random stream (default: the run's seed)")
+    p_eval.set_defaults(func=_cmd_eval)
     p_bench = sub.add_parser("bench", help="time training steps (sampling, local energy, gradients, SR)")
     add_config_flags(p_bench)
     p_bench.add_argument("--repeats", type=int, default=5, help="timed steps (median reported)")

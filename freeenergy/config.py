@@ -16,6 +16,7 @@ from typing import Any, Optional
 SYSTEMS = ("ueg",)
 LAPLACIANS = ("analytic", "folx", "loop")
 OPTIMIZERS = ("sr", "adam")
+SAMPLINGS = ("joint", "redraw")
 
 
 class ConfigError(ValueError):
@@ -39,8 +40,9 @@ class Config:
     # --- models ---
     backflow: bool = True          # use the √flow backflow (False: bare plane waves)
     backflow_hidden: list = dataclasses.field(default_factory=lambda: [32, 32])
-    van_hidden: list = dataclasses.field(default_factory=lambda: [48, 48])
+    van_hidden: Optional[list] = None  # VAN (MADE) hidden widths; None: two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions
     # --- sampling ---
+    sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
     mc_steps: int = 50             # all-electron Metropolis moves per training step
     mc_thermalize: int = 200       # Metropolis moves before the first step
     mc_width: float = 0.0          # initial move width (bohr); 0: 0.3 rs (then adapted to the target acceptance)
@@ -52,15 +54,29 @@ class Config:
     batch: int = 256               # walkers (and VAN samples) per step
     optimizer: str = "sr"          # "sr" (stochastic reconfiguration) or "adam"
     lr: float = 0.05               # learning rate (SR: natural-gradient step; Adam: step size)
+    lr_van: Optional[float] = None   # learning rate of the VAN group; None: lr
+    lr_flow: Optional[float] = None  # learning rate of the flow group; None: lr
     lr_decay_steps: float = 0.0    # lr / (1 + step / lr_decay_steps); 0: constant
     sr_damping: float = 1e-3       # diagonal shift of the Fisher matrices
-    sr_max_norm: float = 1e-3      # bound on the Fisher norm of each SR update
+    sr_max_norm: float = 1e-3      # bound on the Fisher norm of each SR update (trust region)
+    sr_max_norm_van: Optional[float] = None   # the bound for the VAN group; None: sr_max_norm
+    sr_max_norm_flow: Optional[float] = None  # the bound for the flow group; None: sr_max_norm
+    clip_eloc: float = 5.0         # clip E_loc in the GRADIENTS to mean +- this many mean absolute deviations; 0: off (estimates are never clipped)
+    max_folded_fraction: float = 0.05  # stop (exit 1, no checkpoint of the bad state) when more walkers than this have det dz/dx <= 0
     # --- run control ---
     seed: int = 42
     out: str = "runs/default"
     checkpoint_every: int = 50     # steps between checkpoints (also written at the end and on SIGTERM/SIGUSR1)
     average_fraction: float = 0.5  # final fraction of the steps used for the summary estimates
     progress_every: int = 1        # steps between progress lines
+    eval_steps: int = 0            # after training, evaluate the frozen parameters for this many steps (eval.json); 0: no evaluation
+    watchdog_factor: float = 20.0  # a step slower than this many times the median step ends the run (exit 75: requeue resumes)
+    watchdog_min_s: float = 300.0  # ... but never before this many seconds (s)
+    watchdog_first_s: float = 3600.0  # limit (s) for the first step (compilation) and for set-up
+
+    def per_group(self, value: float, van: Optional[float], flow: Optional[float]) -> dict:
+        """{"van": ..., "flow": ...} with the group's own value where given, else ``value``."""
+        return {"van": value if van is None else van, "flow": value if flow is None else flow}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -103,6 +119,16 @@ def _positive(cfg, name):
         raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _non_negative(cfg, name):
+    value = getattr(cfg, name)
+    if not _is_number(value) or value < 0:
+        raise ConfigError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+
+
 def _positive_int(cfg, name, minimum=1):
     value = getattr(cfg, name)
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
@@ -137,8 +163,12 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"--ewald-accuracy must be below 1e-3, got {cfg.ewald_accuracy}")
     for name in ("backflow_hidden", "van_hidden"):
         widths = getattr(cfg, name)
+        if name == "van_hidden" and widths is None:
+            continue
         if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
             raise ConfigError(f"--{name.replace('_', '-')} must be a non-empty list of positive integers, got {widths!r}")
+    if cfg.sampling not in SAMPLINGS:
+        raise ConfigError(f"--sampling must be one of {SAMPLINGS}, got {cfg.sampling!r}")
     _positive_int(cfg, "mc_steps")
     _positive_int(cfg, "mc_thermalize", minimum=0)
     if cfg.mc_width < 0:
@@ -155,8 +185,17 @@ def validate(cfg: Config) -> Config:
     _positive(cfg, "lr")
     if cfg.lr_decay_steps < 0:
         raise ConfigError(f"--lr-decay-steps must be >= 0, got {cfg.lr_decay_steps}")
+    for name in ("lr_van", "lr_flow", "sr_max_norm_van", "sr_max_norm_flow"):
+        if getattr(cfg, name) is not None:
+            _positive(cfg, name)
     _positive(cfg, "sr_damping")
     _positive(cfg, "sr_max_norm")
+    _non_negative(cfg, "clip_eloc")
+    if not _is_number(cfg.max_folded_fraction) or not 0 <= cfg.max_folded_fraction <= 1:
+        raise ConfigError(f"--max-folded-fraction must lie in [0, 1], got {cfg.max_folded_fraction!r}")
+    _positive_int(cfg, "eval_steps", minimum=0)
+    for name in ("watchdog_factor", "watchdog_min_s", "watchdog_first_s"):
+        _positive(cfg, name)
     _positive_int(cfg, "checkpoint_every")
     _positive_int(cfg, "progress_every")
     if not 0 < cfg.average_fraction <= 1:

@@ -1,7 +1,14 @@
-"""Metropolis sampling of electron coordinates from |psi_n(x)|^2.
+"""Markov chains for the joint distribution p(n) |psi_n(x)|^2 of occupations and electron coordinates.
 
-Walkers persist across training steps: each step resamples the occupations n from the VAN, then
-moves the existing coordinates ``mc_steps`` times under the new |psi_n|^2. Moves are all-electron
+Each walker carries (n, x) across training steps. A step of the joint chain ("joint", default):
+  1. a fresh VAN draw n' ~ p(n') is an independence proposal for the occupations, accepted with
+     min(1, |psi_n'(x)|^2 / |psi_n(x)|^2) (the p(n) factors of target and proposal cancel), so the
+     chain leaves p(n)|psi_n(x)|^2 invariant exactly, for any number of coordinate moves;
+  2. ``mc_steps`` Metropolis moves of x under |psi_n|^2 at the current n.
+Every psi_n has the same norm (U is unitary and the plane-wave determinants are orthonormal), so
+the joint target is normalized as written. The legacy mode "redraw" takes n' unconditionally:
+x, equilibrated for the previous n, then gets only ``mc_steps`` moves under the new |psi_n'|^2,
+which biases every estimate unless that is enough to re-equilibrate (kept to measure the bias). Moves are all-electron
 Gaussian displacements of width ``width`` (bohr); positions are kept in [0, L) (|psi|^2 is
 periodic). The width adapts between steps towards a target acceptance, outside the Metropolis
 chain itself, so each chain segment is an exact Metropolis kernel; the adaptation uses the
@@ -18,11 +25,28 @@ import jax
 import jax.numpy as jnp
 
 
+SAMPLING_MODES = ("joint", "redraw")
+
+
 class SamplerState(NamedTuple):
-    """x: (B, N, dim) walker positions (bohr); width: scalar Metropolis step width (bohr)."""
+    """x: (B, N, dim) walker positions (bohr); n: (B, D) int32 occupations of each walker;
+    width: scalar Metropolis step width (bohr)."""
 
     x: jnp.ndarray
+    n: jnp.ndarray
     width: jnp.ndarray
+
+
+class Draw(NamedTuple):
+    """One chain step's samples for b walkers: n (b, D) int32 occupations, logp (b,) ln p(n) under
+    the current VAN, x (b, N, dim) bohr, acceptance (b,) accepted fraction of the x moves,
+    n_acceptance (b,) 1.0 where the occupation proposal was accepted."""
+
+    n: jnp.ndarray
+    logp: jnp.ndarray
+    x: jnp.ndarray
+    acceptance: jnp.ndarray
+    n_acceptance: jnp.ndarray
 
 
 def make_metropolis(log_abs_fn: Callable, length: float, n_steps: int) -> Callable:
@@ -39,6 +63,7 @@ def make_metropolis(log_abs_fn: Callable, length: float, n_steps: int) -> Callab
     batched = jax.vmap(log_abs_fn, in_axes=(None, 0, 0))
 
     def sample(params, state: SamplerState, n, key):
+        """state.x (B, N, dim), n (B, D) -> (x, acceptance (B,)); state.n is not used."""
         x, width = state.x, state.width
         logp = 2.0 * batched(params, x, n)
 
@@ -57,6 +82,46 @@ def make_metropolis(log_abs_fn: Callable, length: float, n_steps: int) -> Callab
         keys = jax.random.split(key, n_steps)
         (x, logp, accepted), _ = jax.lax.scan(body, (x, logp, jnp.zeros(logp.shape, x.dtype)), keys)
         return x, accepted / n_steps
+
+    return sample
+
+
+def make_joint_sampler(van_sample: Callable, van_log_prob: Callable, log_abs_fn: Callable,
+                       metropolis: Callable, mode: str = "joint") -> Callable:
+    """Builds ``sample(params, state, key) -> Draw`` for a batch of walkers (module docstring).
+
+    Args:
+      van_sample: (van_params, key) -> (n (D,), ln p(n)) for one walker.
+      van_log_prob: (van_params, n (D,)) -> ln p(n).
+      log_abs_fn: (flow_params, x (N, dim), n (D,)) -> ln|psi_n(x)|.
+      metropolis: from ``make_metropolis`` (moves x at fixed n).
+      mode: "joint" (exact) or "redraw" (legacy, biased).
+    params is {"van": ..., "flow": ...}; ``Draw.logp`` is ln p(n) of the kept n under the current
+    VAN parameters (recomputed: a kept n was drawn under earlier parameters).
+    """
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; choose from {SAMPLING_MODES}")
+    draw_n = jax.vmap(van_sample, (None, 0))
+    log_prob = jax.vmap(van_log_prob, (None, 0))
+    log_abs = jax.vmap(log_abs_fn, (None, 0, 0))
+
+    def sample(params, state: SamplerState, key) -> Draw:
+        k_van, k_acc, k_mc = jax.random.split(key, 3)
+        batch = state.x.shape[0]
+        n_new, logp_new = draw_n(params["van"], jax.random.split(k_van, batch))
+        if mode == "redraw":
+            n, logp = n_new, logp_new
+            n_accept = jnp.ones((batch,), state.x.dtype)
+        else:
+            log_ratio = 2.0 * (log_abs(params["flow"], state.x, n_new)
+                               - log_abs(params["flow"], state.x, state.n))
+            log_u = jnp.log(jax.random.uniform(k_acc, (batch,), state.x.dtype))
+            accept = log_u < log_ratio
+            n = jnp.where(accept[:, None], n_new, state.n)
+            logp = jnp.where(accept, logp_new, log_prob(params["van"], n))
+            n_accept = accept.astype(state.x.dtype)
+        x, acceptance = metropolis(params["flow"], state, n, k_mc)
+        return Draw(n=n, logp=logp, x=x, acceptance=acceptance, n_acceptance=n_accept)
 
     return sample
 

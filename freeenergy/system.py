@@ -46,6 +46,11 @@ class System:
         return int(sum(self.n_per_species))
 
     @property
+    def volume(self) -> float:
+        """Box volume Omega = L^dim (bohr^dim; an area in 2D)."""
+        return float(self.length) ** self.cfg.dim
+
+    @property
     def beta(self) -> float:
         return 1.0 / self.temperature
 

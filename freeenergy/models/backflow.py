@@ -77,8 +77,10 @@ class PairBackflow(hk.Module):
         self.dim, self.length, self.hidden = dim, float(length), tuple(hidden)
 
     def __call__(self, x: jnp.ndarray, protons: Optional[jnp.ndarray] = None,
-                 pair_derivatives: bool = False):
-        """Returns (z, logdet); with pair_derivatives=True instead a dict with z (N, dim) and the
+                 pair_derivatives: bool = False, with_sign: bool = False):
+        """Returns (z, logdet), or (z, logdet, sign of det dz/dx) with with_sign=True (a
+        bijection of the torus has sign +1 everywhere; -1 or 0 flags a folded map); with
+        pair_derivatives=True instead a dict with z (N, dim) and the
         masked pair tensors A (N, N, dim, dim) = d eta_a/d d_b, H (N, N, dim, dim, dim) =
         d^2 eta_a / d d_b d d_c and S (N, N, dim, dim) = sum_c d^3 eta_a / d d_b d d_c^2, which
         the analytic Laplacian needs (electron-electron term only)."""
@@ -106,8 +108,8 @@ class PairBackflow(hk.Module):
         full = (eye[:, :, None, None] * (jnp.eye(dim, dtype=x.dtype) + diag_blocks)[:, None, :, :]
                 - jac)  # (N, N, dim, dim) indexed [j, k, a, b] = dz_{j,a}/dx_{k,b}
         full = full.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
-        _, logdet = jnp.linalg.slogdet(full)
-        return z, logdet
+        sign, logdet = jnp.linalg.slogdet(full)
+        return (z, logdet, sign) if with_sign else (z, logdet)
 
     @staticmethod
     def _pair_derivatives(eta, x):

@@ -22,12 +22,15 @@ from freeenergy.models.van import OccupationSpace, occupied_indices
 
 @dataclasses.dataclass(frozen=True)
 class Wavefunction:
-    """init(key, x) -> params; log_psi(params, x, n) -> (log_abs, phase); backflow(params, x) -> (z, logdet)."""
+    """init(key, x) -> params; log_psi(params, x, n) -> (log_abs, phase); backflow(params, x) ->
+    (z, logdet); det_sign(params, x) -> sign of det dz/dx (+1 where the map is locally a
+    bijection; the modulus in psi hides a fold, this reveals it); derivatives: see below."""
 
     init: Callable
     log_psi: Callable
     backflow: Callable
     derivatives: Callable
+    det_sign: Callable
 
 
 def slater_log(kvecs_occ: jnp.ndarray, z: jnp.ndarray):
@@ -56,13 +59,18 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
     offsets = np.concatenate([[0], np.cumsum(counts)])
 
     net = hk.without_apply_rng(hk.transform(
-        lambda x, protons=None, pair_derivatives=False: PairBackflow(
-            dim, length, hidden, name="backflow")(x, protons, pair_derivatives)))
+        lambda x, protons=None, pair_derivatives=False, with_sign=False: PairBackflow(
+            dim, length, hidden, name="backflow")(x, protons, pair_derivatives, with_sign)))
 
     def backflow(params, x, protons=None):
         if not use_backflow:
             return x, jnp.zeros((), x.dtype)
         return net.apply(params, x, protons)
+
+    def det_sign(params, x, protons=None):
+        if not use_backflow:
+            return jnp.ones((), x.dtype)
+        return net.apply(params, x, protons, with_sign=True)[2]
 
     def init(key, x, protons=None):
         if not use_backflow:
@@ -135,4 +143,5 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
                + jnp.stack([0.5 * lap_logdet, jnp.zeros_like(lap_logdet)]))
         return grad, lap
 
-    return Wavefunction(init=init, log_psi=log_psi, backflow=backflow, derivatives=derivatives)
+    return Wavefunction(init=init, log_psi=log_psi, backflow=backflow, derivatives=derivatives,
+                        det_sign=det_sign)

@@ -25,18 +25,20 @@ import numpy as np
 from freeenergy import devices, version
 from freeenergy.config import Config, ConfigError, validate
 from freeenergy.hamiltonian import make_local_energy
-from freeenergy.models.van import make_van
+from freeenergy.models.van import default_hidden, make_van
 from freeenergy.models.wavefunction import make_wavefunction
 from freeenergy.optim import make_optimizer
 from freeenergy.physics.units import KB_HA_PER_K
-from freeenergy.samplers import (SamplerState, initial_positions, make_metropolis,
-                                 make_width_adaptation)
+from freeenergy.samplers import (SamplerState, initial_positions, make_joint_sampler,
+                                 make_metropolis, make_width_adaptation)
 from freeenergy.system import System, make_system
 from freeenergy.train import checkpoint, summary
-from freeenergy.train.step import TrainState, make_step_parts, make_train_step
+from freeenergy.train.watchdog import Watchdog
+from freeenergy.train.step import (StepModels, StepParts, StepPhysics, TrainState,
+                                   make_eval_step, make_step_parts, make_train_step)
 
-LOG_COLUMNS = ("step", "F", "F_err", "E", "E_err", "K", "V", "S", "S_err",
-               "acceptance", "width", "elapsed_s")
+LOG_COLUMNS = ("step", "F", "F_err", "E", "E_err", "K", "V", "S", "S_err", "P", "P_err",
+               "acceptance", "n_acceptance", "width", "folded", "update_norm", "elapsed_s")
 EXIT_INTERRUPTED = 75  # checkpoint written after SIGTERM/SIGUSR1; resume with --resume
 
 
@@ -52,7 +54,10 @@ class Built:
     to_local: Callable      # TrainState with all walkers -> this rank's share, on its devices
     step: Callable          # jitted (state, key) -> (state, stats), sharded over local devices
     n_params: dict
-    parts: dict             # the pure pieces of the step (see train.step.make_step_parts)
+    parts: StepParts        # the pure pieces of the step (see train.step.make_step_parts)
+    eval_step: Callable     # jitted (params, sampler, key) -> (sampler, stats), frozen parameters
+    burn_in_step: Callable  # the same, adapting the move width
+    van_hidden: tuple       # the VAN's hidden widths (resolved default)
 
 
 def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
@@ -65,7 +70,8 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
         raise ConfigError(str(exc)) from None
     system = make_system(cfg)
     dim, n_el, length = cfg.dim, system.n_electrons, system.length
-    van = make_van(system.space, cfg.van_hidden)
+    van_hidden = tuple(cfg.van_hidden) if cfg.van_hidden else default_hidden(system.space.size)
+    van = make_van(system.space, van_hidden)
     wf = make_wavefunction(system.space, system.basis.kvecs, length, cfg.backflow,
                            cfg.backflow_hidden)
     potential = lambda x: system.ewald.energy_same_charge(x, -1.0)
@@ -73,17 +79,28 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     log_abs = lambda p, x, n: wf.log_psi(p, x, n)[0]
     metropolis = make_metropolis(log_abs, length, cfg.mc_steps)
     adapt = make_width_adaptation(length, cfg.mc_target_acceptance)
-    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.sr_damping, cfg.sr_max_norm,
+    optimizer = make_optimizer(cfg.optimizer, cfg.per_group(cfg.lr, cfg.lr_van, cfg.lr_flow),
+                               cfg.sr_damping,
+                               cfg.per_group(cfg.sr_max_norm, cfg.sr_max_norm_van,
+                                             cfg.sr_max_norm_flow),
                                cfg.lr_decay_steps or None)
-    parts = make_step_parts(van, wf.log_psi, e_loc, metropolis, optimizer, system.temperature,
-                            cfg.backflow, np.tile(system.basis.energies, len(system.n_per_species)),
-                            cfg.eloc_chunk)
+    models = StepModels(van=van, log_psi=wf.log_psi, det_sign=wf.det_sign, e_loc=e_loc,
+                        sample=make_joint_sampler(van.sample, van.log_prob, log_abs, metropolis,
+                                                  cfg.sampling),
+                        optimizer=optimizer, has_flow_params=cfg.backflow)
+    physics = StepPhysics(temperature=system.temperature,
+                          level_energies=np.tile(system.basis.energies, len(system.n_per_species)),
+                          dim=dim, volume=system.volume)
+    parts = make_step_parts(models, physics, cfg.eloc_chunk, cfg.clip_eloc)
     collectives = devices.Collectives(lay)
     W, R = devices.walker_spec(), devices.replicated()
-    sampler_spec = SamplerState(x=W, width=R)
+    sampler_spec = SamplerState(x=W, n=W, width=R)
     state_spec = TrainState(params=R, opt_state=R, sampler=sampler_spec, step=R)
     step = devices.shard_step(make_train_step(parts, collectives, adapt),
                               (state_spec, R), (state_spec, R))
+    eval_steps = {adapt_flag: devices.shard_step(
+        make_eval_step(parts, collectives, adapt, adapt=adapt_flag),
+        (R, sampler_spec, R), (sampler_spec, R)) for adapt_flag in (False, True)}
     width0 = cfg.mc_width if cfg.mc_width > 0 else 0.3 * cfg.rs
 
     def thermalize_shard(params, sampler, key):
@@ -91,10 +108,12 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
             key = jax.random.fold_in(key, collectives.shard_index())
         k_n, k_mc = jax.random.split(key)
         n, _ = jax.vmap(van.sample, (None, 0))(params["van"], jax.random.split(k_n, per_shard))
+        if cfg.mc_thermalize == 0:
+            return sampler._replace(n=n)
         x, acceptance = make_metropolis(log_abs, length, cfg.mc_thermalize)(
             params["flow"], sampler, n, k_mc)
         mean_acc = collectives.sum(jnp.sum(acceptance)) / cfg.batch
-        return SamplerState(x=x, width=adapt(sampler.width, mean_acc))
+        return SamplerState(x=x, n=n, width=adapt(sampler.width, mean_acc))
 
     thermalize = devices.shard_step(thermalize_shard, (R, sampler_spec, R), sampler_spec)
 
@@ -102,30 +121,33 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
         k_van, k_flow, k_x, _, _ = jax.random.split(key, 5)
         x = initial_positions(k_x, cfg.batch, n_el, dim, length)
         params = {"van": van.init(k_van), "flow": wf.init(k_flow, x[0])}
-        sampler = SamplerState(x=x, width=jnp.asarray(width0, x.dtype))
+        n = jnp.zeros((cfg.batch, system.space.size), jnp.int32)  # drawn when thermalized
+        sampler = SamplerState(x=x, n=n, width=jnp.asarray(width0, x.dtype))
         return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
                           step=jnp.zeros((), jnp.int32))
 
     def to_local(state):
         """This rank's rows of the walkers, split over its devices; the rest replicated (the
         shardings the step returns, so the step compiles once)."""
-        x = np.asarray(state.sampler.x)[lay.rank_rows(cfg.batch)]
-        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None)))
-        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x)))
+        rows = lay.rank_rows(cfg.batch)
+        x = np.asarray(state.sampler.x)[rows]
+        n = np.asarray(state.sampler.n)[rows]
+        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None, n=None)))
+        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x),
+                                                             n=devices.place_walkers(n)))
 
     def init_state(key):
         state = to_local(global_state(key))
-        if cfg.mc_thermalize > 0:
-            k_th = jax.random.split(key, 5)[4]
-            state = state._replace(sampler=thermalize(state.params, state.sampler, k_th))
-        return state
+        k_th = jax.random.split(key, 5)[4]
+        return state._replace(sampler=thermalize(state.params, state.sampler, k_th))
 
     probe = jax.eval_shape(lambda k: {"van": van.init(k), "flow": wf.init(k, jnp.zeros((n_el, dim)))},
                            jax.random.PRNGKey(0))
     n_params = {k: int(sum(np.prod(a.shape) for a in jax.tree.leaves(v))) for k, v in probe.items()}
     return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
                  init_state=init_state, to_local=to_local, step=step, n_params=n_params,
-                 parts=parts)
+                 parts=parts, eval_step=eval_steps[False], burn_in_step=eval_steps[True],
+                 van_hidden=van_hidden)
 
 
 def resolved_config(built: Built) -> dict:
@@ -138,6 +160,7 @@ def resolved_config(built: Built) -> dict:
             "temperature_ha": s.temperature, "temperature_K": s.temperature / KB_HA_PER_K,
             "cutoff_ha": float(s.basis.cutoff), "n_states": int(s.basis.n_states),
             "n_per_species": list(s.n_per_species), "n_params": built.n_params,
+            "van_hidden": list(built.van_hidden), "volume_bohr^dim": s.volume,
             "ewald_alpha": float(s.ewald.alpha),
             "ideal_gas": s.ideal_gas(),
         },
@@ -149,7 +172,7 @@ def resolved_config(built: Built) -> dict:
     }
 
 
-class _Signals:
+class Signals:
     """Turns SIGTERM/SIGUSR1 into a flag checked between steps."""
 
     def __init__(self):
@@ -192,8 +215,9 @@ def _truncate_log(path: str, last_step: int):
 def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int):
     """Collective: gathers every rank's walkers; rank 0 writes one atomic checkpoint."""
     x_all = devices.gather_rows(devices.fetch_walkers(state.sampler.x))
+    n_all = devices.gather_rows(devices.fetch_walkers(state.sampler.n))
     if built.layout.is_root:
-        state = state._replace(sampler=state.sampler._replace(x=x_all))
+        state = state._replace(sampler=state.sampler._replace(x=x_all, n=n_all))
         lay = built.layout
         checkpoint.save(ckpt_dir, state, step,
                         meta={"n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local})
@@ -226,11 +250,21 @@ def train(cfg: Config, resume: bool = False, out=sys.stdout) -> int:
 
     Under MPI every rank calls this; rank 0 alone prints and writes files."""
     validate(cfg)
-    with _Signals() as signals:   # from the start: a signal during set-up or shutdown is not fatal
-        return _train(cfg, resume, out, signals)
+    with Signals() as signals:   # from the start: a signal during set-up or shutdown is not fatal
+        with Watchdog(cfg.watchdog_factor, cfg.watchdog_min_s, cfg.watchdog_first_s) as dog:
+            return _train(cfg, resume, out, signals, dog)
 
 
-def _train(cfg: Config, resume: bool, out, signals: "_Signals") -> int:
+def _log_row(step: int, st: dict, n_el: int, batch: int, elapsed: float) -> list:
+    """One log.csv row (LOG_COLUMNS) from the step's whole-batch stats (totals)."""
+    err = lambda var: np.sqrt(max(var, 0.0) / batch)
+    return [step, st["F"] / n_el, err(st["F_var"]) / n_el, st["E"] / n_el,
+            err(st["E_var"]) / n_el, st["K"] / n_el, st["V"] / n_el, st["S"] / n_el,
+            err(st["S_var"]) / n_el, st["P"], err(st["P_var"]), st["acceptance"],
+            st["n_acceptance"], st["width"], st["folded"], st["update_norm"], elapsed]
+
+
+def _train(cfg: Config, resume: bool, out, signals: "Signals", dog: Watchdog) -> int:
     lay = devices.layout()
     if not lay.is_root:
         out = open(os.devnull, "w")
@@ -258,7 +292,10 @@ def _train(cfg: Config, resume: bool, out, signals: "_Signals") -> int:
     else:
         if resume:
             print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=out, flush=True)
+        dog.begin("set-up (thermalization)")
         state = built.init_state(init_key)
+        jax.block_until_ready(state)
+        dog.end(record=False)
         start = 0
         if lay.is_root:
             with open(log_path, "w") as fh:
@@ -278,29 +315,35 @@ def _train(cfg: Config, resume: bool, out, signals: "_Signals") -> int:
     with log:
         writer = csv.writer(log)
         for t in range(start, cfg.steps):
+            dog.begin(f"step {t + 1}")
             state, stats = built.step(state, jax.random.fold_in(loop_key, t))
             st = {k: float(v) for k, v in jax.device_get(stats).items()}
+            dog.end(record=t_first is not None)  # the first step compiles: not a step time
             if not np.isfinite(st["F"]):
                 print(f"step {t + 1}: non-finite free energy; stopping (last checkpoint kept)",
                       file=out, flush=True)
                 return 1
-            err = lambda var: np.sqrt(max(var, 0.0) / cfg.batch) / n_el
-            row = [t + 1, st["F"] / n_el, err(st["F_var"]), st["E"] / n_el, err(st["E_var"]),
-                   st["K"] / n_el, st["V"] / n_el, st["S"] / n_el, err(st["S_var"]),
-                   st["acceptance"], st["width"], time.time() - t0]
+            row = _log_row(t + 1, st, n_el, cfg.batch, time.time() - t0)
             writer.writerow([row[0]] + [f"{v:.12g}" for v in row[1:]])
             log.flush()
+            if st["folded"] > cfg.max_folded_fraction:
+                print(f"step {t + 1}: the flow is no longer a bijection: {st['folded']:.1%} of the "
+                      f"walkers have det dz/dx <= 0 (limit --max-folded-fraction "
+                      f"{cfg.max_folded_fraction}); stopping without a checkpoint of this state "
+                      f"(last checkpoint kept); lower --lr-flow or --sr-max-norm-flow",
+                      file=out, flush=True)
+                return 1
             if t_first is None:
                 t_first = time.time()  # first step includes compilation
             done = t + 1
             if done % cfg.progress_every == 0 or done == cfg.steps:
                 timed = done - start - 1
-                rate = timed / (time.time() - t_first) if timed > 0 else float("nan")
-                eta = (cfg.steps - done) / rate if rate == rate and rate > 0 else float("nan")
+                rate = timed / (time.time() - t_first) if timed > 0 else None
+                speed = (f"{rate:.3g} step/s  ETA {_format_time((cfg.steps - done) / rate)}"
+                         if rate else "(first step: compiled)")
                 print(f"step {done}/{cfg.steps}  F={row[1]:.6f}({row[2]:.1e})  E={row[3]:.6f}  "
-                      f"S={row[7]:.4f}  acc={st['acceptance']:.2f}  "
-                      f"{rate:.3g} step/s  ETA {_format_time(eta) if eta == eta else '?'}",
-                      file=out, flush=True)
+                      f"S={row[7]:.4f}  acc={st['acceptance']:.2f}/{st['n_acceptance']:.2f}  "
+                      f"{speed}", file=out, flush=True)
             last = done == cfg.steps
             stop = devices.any_rank(signals.received is not None)  # all ranks stop together
             if done % cfg.checkpoint_every == 0 or last or stop:
@@ -318,4 +361,9 @@ def _train(cfg: Config, resume: bool, out, signals: "_Signals") -> int:
         if status == 0:
             print(summary.format_summary(result), file=out, flush=True)
     devices.barrier()
+    if status == 0 and cfg.eval_steps > 0:
+        from freeenergy.train import evaluate
+        status = evaluate.evaluate_state(built, state, cfg.steps, cfg.eval_steps,
+                                         evaluate.DEFAULT_BURN_IN, cfg.seed, run_dir, out,
+                                         signals, dog)
     return status

@@ -1,8 +1,9 @@
 """One training step on the Gibbs-Bogolyubov bound, composed once from pure pieces.
 
 Per step, for a batch of B walkers split over the shards (ranks x devices, see ``devices``):
-  1. n_s ~ p(n) from the VAN (ancestral sampling), with ln p(n_s);
-  2. x_s moved by Metropolis under |psi_{n_s}|^2 (walkers persist between steps);
+  1-2. one step of the joint chain for p(n)|psi_n(x)|^2 (``samplers.make_joint_sampler``): a
+     fresh VAN draw proposes each walker's n (accepted by the |psi|^2 ratio), then Metropolis
+     moves of x (walkers, n and x, persist between steps);
   3. E_loc(x_s; n_s) and f_s = k_B T ln p(n_s) + Re E_loc;
   4. per-sample scores: d ln p(n_s)/d phi (VAN) and d ln psi(x_s)/d theta (flow, complex);
   -- steps 1-4 run on each shard's own walkers; then one gather brings every walker's terms
@@ -14,6 +15,8 @@ Per step, for a batch of B walkers split over the shards (ranks x devices, see `
      energy of the occupied plane waves removes the n-to-n spread of E_loc (exactly so at
      coupling 0 with the identity flow, where the gradient then vanishes sample by sample);
   6. optimizer update (SR gets the centered score matrices as its Fisher factors).
+With ``clip_eloc`` the local energies entering 5 (only) are clipped to mean +- c MAD of
+E_loc - sum_occ eps, as ground-state VMC codes do; the reported estimates are never clipped.
 
 ``make_train_step`` returns ``step(state, key) -> (state, stats)`` for one shard; stats are
 totals (not per particle) in Hartree, entropy in k_B, averaged over all walkers of all shards.
@@ -23,6 +26,7 @@ rank with B walkers and R ranks with B/R walkers each give the same update up to
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
@@ -31,7 +35,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from freeenergy.samplers import SamplerState
+from freeenergy.samplers import Draw, SamplerState
 
 
 class TrainState(NamedTuple):
@@ -75,37 +79,115 @@ def make_scores(van_log_prob: Callable, log_psi: Callable, has_flow_params: bool
     return scores
 
 
-def make_step_parts(van, log_psi: Callable, e_loc: Callable, metropolis: Callable,
-                    optimizer: optax.GradientTransformationExtraArgs, temperature: float,
-                    has_flow_params: bool, level_energies, chunk: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class StepModels:
+    """What a step is built from (all pure functions of ONE configuration unless noted).
+
+    van: the VAN (``models.van.VAN``).
+    log_psi: (flow_params, x (N, dim), n (D,)) -> (ln|psi|, arg psi).
+    det_sign: (flow_params, x (N, dim)) -> sign of det dz/dx of the √flow.
+    e_loc: (flow_params, x, n) -> (complex E_loc (Ha), {"kinetic", "potential"}).
+    sample: batched joint-chain step (params, SamplerState, key) -> Draw (``samplers``).
+    optimizer: optax transformation; ``update(grads, state, params, scores=...)``.
+    has_flow_params: False for bare plane waves (no flow parameters).
+    """
+
+    van: object
+    log_psi: Callable
+    det_sign: Callable
+    e_loc: Callable
+    sample: Callable
+    optimizer: optax.GradientTransformationExtraArgs
+    has_flow_params: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StepPhysics:
+    """temperature: k_B T (Ha); level_energies: (D,) bare energy (Ha) of each VAN position;
+    dim: spatial dimension; volume: box volume Omega = L^dim (bohr^dim)."""
+
+    temperature: float
+    level_energies: np.ndarray
+    dim: int
+    volume: float
+
+
+@dataclasses.dataclass(frozen=True)
+class StepParts:
     """The pure pieces of a training step (also timed one by one by the benchmark).
 
     Per-walker pieces (run on each shard's b walkers):
-      sample(params, sampler, key) -> (n (b, D), logp (b,), x (b, N, dim), acceptance (b,))
+      sample(params, sampler, key) -> Draw (n (b, D), logp (b,), x (b, N, dim), acceptances)
       local_energy(flow_params, x, n) -> (E_loc (b,) complex, {"kinetic", "potential"} (b,))
+      det_sign(flow_params, x) -> (b,) sign of det dz/dx
       scores(params, x, n) -> (O_van (b, Pv), O_re (b, Pf), O_im (b, Pf))
-    Whole-batch piece (run on the per-walker terms of ALL walkers, identical on every shard):
+      bare_energy(n) -> (b,) sum of the occupied single-particle energies (Ha)
+    Whole-batch pieces (run on the per-walker terms of ALL walkers, identical on every shard):
       estimate(params, terms) -> (grads, sr_scores, stats)
-    optimizer: the optax transformation (update(grads, opt_state, params, scores=...)).
-    level_energies: (D,) bare single-particle energy (Ha) of each position of the VAN sequence.
+      observables(terms) -> stats   (no gradients: what ``estimate`` reports, for evaluation)
+    optimizer: the optax transformation.
     """
-    level_energies = jnp.asarray(level_energies)
-    sample_van = jax.vmap(van.sample, (None, 0))
 
-    def sample(params, sampler, key):
-        k_van, k_mc = jax.random.split(key)
-        batch = sampler.x.shape[0]
-        n, logp = sample_van(params["van"], jax.random.split(k_van, batch))
-        x, acceptance = metropolis(params["flow"], sampler, n, k_mc)
-        return n, logp, x, acceptance
+    sample: Callable
+    local_energy: Callable
+    det_sign: Callable
+    scores: Callable
+    bare_energy: Callable
+    estimate: Callable
+    observables: Callable
+    optimizer: optax.GradientTransformationExtraArgs
+
+
+def clip_to_mad(values: jnp.ndarray, width: float) -> jnp.ndarray:
+    """values (B,) clipped to mean +- width * (mean absolute deviation from the mean)."""
+    center = jnp.mean(values)
+    mad = jnp.mean(jnp.abs(values - center))
+    return jnp.clip(values, center - width * mad, center + width * mad)
+
+
+def make_observables(physics: StepPhysics) -> Callable:
+    """observables(t) -> stats: batch means (totals, not per particle; Ha, k_B, Ha/bohr^dim) and
+    variances of the walkers' F, E, K, V, P (virial pressure (2K + V)/(dim Omega)) and S, mean
+    acceptances and the fraction of walkers whose flow Jacobian has det <= 0 ("folded")."""
+    temperature, dim, volume = physics.temperature, physics.dim, physics.volume
+
+    def observables(t):
+        f = temperature * t["logp"] + t["e_re"]
+        p = (2.0 * t["kinetic"] + t["potential"]) / (dim * volume)
+        return {
+            "F": jnp.mean(f), "F_var": jnp.var(f),
+            "E": jnp.mean(t["e_re"]), "E_var": jnp.var(t["e_re"]),
+            "K": jnp.mean(t["kinetic"]), "V": jnp.mean(t["potential"]),
+            "P": jnp.mean(p), "P_var": jnp.var(p),
+            "S": -jnp.mean(t["logp"]), "S_var": jnp.var(t["logp"]),
+            "acceptance": jnp.mean(t["acceptance"]),
+            "n_acceptance": jnp.mean(t["n_acceptance"]),
+            "folded": jnp.mean((t["det_sign"] <= 0).astype(f.dtype)),
+        }
+
+    return observables
+
+
+def make_step_parts(models: StepModels, physics: StepPhysics, chunk: int,
+                    clip_eloc: float = 0.0) -> StepParts:
+    """Composes the step's pure pieces (see ``StepParts``). ``clip_eloc`` > 0 clips the local
+    energies entering the GRADIENTS (never the reported estimates) to that many mean absolute
+    deviations around their mean; 0 disables clipping."""
+    level_energies = jnp.asarray(physics.level_energies)
+    temperature = physics.temperature
+    observables = make_observables(physics)
 
     def estimate(params, t):
         """t: dict of per-walker arrays over the whole batch: logp, e_re, e_im, e_bare,
-        kinetic, potential, acceptance (B,); o_van (B, Pv), o_re, o_im (B, Pf)."""
+        kinetic, potential, acceptance, n_acceptance, det_sign (B,); o_van (B, Pv), o_re, o_im
+        (B, Pf)."""
         batch = t["logp"].shape[0]
-        f = temperature * t["logp"] + t["e_re"]
+        resid = t["e_re"] - t["e_bare"]  # E_loc minus the bare plane-wave energy of n
+        if clip_eloc > 0:
+            resid = clip_to_mad(resid, clip_eloc)
+        f = temperature * t["logp"] + t["e_bare"] + resid
         fc = f - jnp.mean(f)
-        ec_re = t["e_re"] - t["e_bare"] - jnp.mean(t["e_re"] - t["e_bare"])
+        ec_re = resid - jnp.mean(resid)
         ec_im = t["e_im"] - jnp.mean(t["e_im"])
         o_van, o_re, o_im = t["o_van"], t["o_re"], t["o_im"]
         g_van = jnp.mean(fc[:, None] * o_van, axis=0)
@@ -117,21 +199,17 @@ def make_step_parts(van, log_psi: Callable, e_loc: Callable, metropolis: Callabl
         _, unravel_van = ravel_pytree(params["van"])
         _, unravel_flow = ravel_pytree(params["flow"])
         grads = {"van": unravel_van(g_van), "flow": unravel_flow(g_flow)}
-        stats = {
-            "F": jnp.mean(f), "F_var": jnp.var(f),
-            "E": jnp.mean(t["e_re"]), "E_var": jnp.var(t["e_re"]),
-            "K": jnp.mean(t["kinetic"]), "V": jnp.mean(t["potential"]),
-            "S": -jnp.mean(t["logp"]), "S_var": jnp.var(t["logp"]),
-            "acceptance": jnp.mean(t["acceptance"]),
-        }
-        return grads, {"van": x_van, "flow": x_flow}, stats
+        return grads, {"van": x_van, "flow": x_flow}, observables(t)
 
     def bare_energy(n):
         return n.astype(level_energies.dtype) @ level_energies  # (b,) sum of occupied eps
 
-    return {"sample": sample, "local_energy": batch_local_energy(e_loc, chunk),
-            "scores": make_scores(van.log_prob, log_psi, has_flow_params),
-            "bare_energy": bare_energy, "estimate": estimate, "optimizer": optimizer}
+    return StepParts(sample=models.sample, local_energy=batch_local_energy(models.e_loc, chunk),
+                     det_sign=jax.vmap(models.det_sign, (None, 0)),
+                     scores=make_scores(models.van.log_prob, models.log_psi,
+                                        models.has_flow_params),
+                     bare_energy=bare_energy, estimate=estimate, observables=observables,
+                     optimizer=models.optimizer)
 
 
 def batch_local_energy(e_loc: Callable, chunk: int) -> Callable:
@@ -163,50 +241,81 @@ def pack_rows(tree: dict):
     return matrix, unpack
 
 
-def per_walker_terms(parts: dict, params, x, n, logp, acceptance, eloc, e_parts) -> dict:
-    """The per-walker inputs of ``estimate`` for b walkers (scores computed here)."""
-    o_van, o_re, o_im = parts["scores"](params, x, n)
-    return {"logp": logp, "e_re": jnp.real(eloc), "e_im": jnp.imag(eloc),
-            "e_bare": parts["bare_energy"](n), "kinetic": e_parts["kinetic"],
-            "potential": e_parts["potential"], "acceptance": acceptance,
-            "o_van": o_van, "o_re": o_re, "o_im": o_im}
+def per_walker_terms(parts: StepParts, params, draw: Draw, eloc, e_parts,
+                     with_scores: bool = True) -> dict:
+    """The per-walker inputs of ``estimate`` (or, without scores, of ``observables``) for the b
+    walkers of ``draw``."""
+    terms = {"logp": draw.logp, "e_re": jnp.real(eloc), "e_im": jnp.imag(eloc),
+             "e_bare": parts.bare_energy(draw.n), "kinetic": e_parts["kinetic"],
+             "potential": e_parts["potential"], "acceptance": draw.acceptance,
+             "n_acceptance": draw.n_acceptance,
+             "det_sign": parts.det_sign(params["flow"], draw.x)}
+    if with_scores:
+        terms["o_van"], terms["o_re"], terms["o_im"] = parts.scores(params, draw.x, draw.n)
+    return terms
 
 
-def make_update(parts: dict, collectives) -> Callable:
-    """update(params, opt_state, x, n, logp, acceptance) -> (params, opt_state, grads, updates,
-    stats) for ONE shard's walkers x (b, N, dim), n (b, D), logp (b,), acceptance (b,).
+def make_update(parts: StepParts, collectives) -> Callable:
+    """update(params, opt_state, draw) -> (params, opt_state, grads, updates, stats) for ONE
+    shard's walkers (``draw``: n (b, D), logp (b,), x (b, N, dim), acceptances (b,)).
 
     The only communication is a single gather of the per-walker terms (energies,
     log-probabilities, scores, acceptances) of all shards, after which every shard computes the
     same estimates and the same update from the same numbers."""
 
-    def update(params, opt_state, x, n, logp, acceptance):
-        eloc, e_parts = parts["local_energy"](params["flow"], x, n)
-        terms = per_walker_terms(parts, params, x, n, logp, acceptance, eloc, e_parts)
+    def update(params, opt_state, draw: Draw):
+        eloc, e_parts = parts.local_energy(params["flow"], draw.x, draw.n)
+        terms = per_walker_terms(parts, params, draw, eloc, e_parts)
         packed, unpack = pack_rows(terms)
         full = unpack(collectives.gather(packed))
-        grads, scores, stats = parts["estimate"](params, full)
-        updates, opt_state = parts["optimizer"].update(grads, opt_state, params, scores=scores)
+        grads, scores, stats = parts.estimate(params, full)
+        updates, opt_state = parts.optimizer.update(grads, opt_state, params, scores=scores)
         return optax.apply_updates(params, updates), opt_state, grads, updates, stats
 
     return update
 
 
-def make_train_step(parts: dict, collectives, adapt_width: Callable) -> Callable:
+def _shard_key(key, collectives):
+    if collectives.layout.n_shards > 1:
+        return jax.random.fold_in(key, collectives.shard_index())
+    return key
+
+
+def make_train_step(parts: StepParts, collectives, adapt_width: Callable) -> Callable:
     """Composes the parts into step(state, key) -> (state, stats) for ONE shard (see the module
     docstring); run it with ``devices.shard_step``. Each shard draws its own random stream
-    (the step key folded with the global shard index when there is more than one shard)."""
-    n_shards = collectives.layout.n_shards
+    (the step key folded with the global shard index when there is more than one shard).
+    stats also holds ``update_norm``, the Euclidean norm of the parameter update."""
     update = make_update(parts, collectives)
 
     def step(state: TrainState, key):
-        if n_shards > 1:
-            key = jax.random.fold_in(key, collectives.shard_index())
-        n, logp, x, acceptance = parts["sample"](state.params, state.sampler, key)
-        params, opt_state, _, _, stats = update(state.params, state.opt_state, x, n, logp,
-                                                acceptance)
+        draw = parts.sample(state.params, state.sampler, _shard_key(key, collectives))
+        params, opt_state, _, updates, stats = update(state.params, state.opt_state, draw)
         width = adapt_width(state.sampler.width, stats["acceptance"])
         stats["width"] = width
-        return TrainState(params, opt_state, SamplerState(x=x, width=width), state.step + 1), stats
+        stats["update_norm"] = jnp.sqrt(sum(jnp.sum(u ** 2) for u in jax.tree.leaves(updates)))
+        sampler = SamplerState(x=draw.x, n=draw.n, width=width)
+        return TrainState(params, opt_state, sampler, state.step + 1), stats
 
     return step
+
+
+def make_eval_step(parts: StepParts, collectives, adapt_width: Callable,
+                   adapt: bool = False) -> Callable:
+    """eval_step(params, sampler, key) -> (sampler, stats) for ONE shard: one step of the joint
+    chain at frozen parameters and the whole-batch observables (as ``estimate`` reports them),
+    from one gather of the walkers' few per-walker terms (no scores). With ``adapt`` the move
+    width follows the acceptance (burn-in only: a fixed width keeps the chain exactly
+    stationary)."""
+
+    def eval_step(params, sampler: SamplerState, key):
+        draw = parts.sample(params, sampler, _shard_key(key, collectives))
+        eloc, e_parts = parts.local_energy(params["flow"], draw.x, draw.n)
+        terms = per_walker_terms(parts, params, draw, eloc, e_parts, with_scores=False)
+        packed, unpack = pack_rows(terms)
+        stats = parts.observables(unpack(collectives.gather(packed)))
+        width = adapt_width(sampler.width, stats["acceptance"]) if adapt else sampler.width
+        stats["width"] = width
+        return SamplerState(x=draw.x, n=draw.n, width=width), stats
+
+    return eval_step

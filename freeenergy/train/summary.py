@@ -17,7 +17,9 @@ import numpy as np
 
 from freeenergy.estimators import blocking
 
-QUANTITIES = ("F", "E", "K", "V", "S")
+from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA
+
+QUANTITIES = ("F", "E", "K", "V", "S", "P")
 
 
 def read_log(run_dir: str) -> dict:
@@ -30,13 +32,13 @@ def read_log(run_dir: str) -> dict:
     return {name: data[:, i] for i, name in enumerate(header)}
 
 
-def _finite_or_none(obj):
+def finite_or_none(obj):
     """Copy of a JSON-like value (dicts, lists, tuples, scalars) with every non-finite float
     (NaN, +-inf; numpy floats included) replaced by None."""
     if isinstance(obj, dict):
-        return {key: _finite_or_none(value) for key, value in obj.items()}
+        return {key: finite_or_none(value) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(value) for value in obj]
+        return [finite_or_none(value) for value in obj]
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     return obj
@@ -61,25 +63,29 @@ def compute_summary(run_dir: str) -> dict:
         "wall_time_s": float(log["elapsed_s"][-1]) if n_done else 0.0,
     }
     for q in QUANTITIES:
-        stats = blocking(log[q][-n_avg:]) if n_avg else None
+        stats = blocking(log[q][-n_avg:]) if n_avg and q in log else None
         result[q] = ({"mean": stats.mean, "err": stats.err} if stats else
                      {"mean": None, "err": None})
+    if cfg["dim"] == 3 and result["P"]["mean"] is not None:
+        result["P_GPa"] = {"mean": result["P"]["mean"] * HA_PER_BOHR3_IN_GPA,
+                           "err": result["P"]["err"] * HA_PER_BOHR3_IN_GPA}
     if "ideal_gas" in derived:
         result["ideal_gas"] = derived["ideal_gas"]
     result["units"] = {
         "F": "hartree per electron", "E": "hartree per electron", "K": "hartree per electron",
-        "V": "hartree per electron", "S": "k_B per electron", "cutoff": "hartree",
+        "V": "hartree per electron", "S": "k_B per electron",
+        "P": f"hartree per bohr^{cfg['dim']}", "P_GPa": "GPa", "cutoff": "hartree",
         "temperature": "hartree", "fermi_energy": "hartree", "box_length": "bohr",
         "rs": "bohr", "theta": "k_B T / E_F", "twist": "2 pi / L",
     }
-    return _finite_or_none(result)
+    return finite_or_none(result)
 
 
 def write_summary(run_dir: str) -> dict:
     result = compute_summary(run_dir)
     path = os.path.join(run_dir, "summary.json")
     with open(path + ".tmp", "w") as fh:
-        json.dump(_finite_or_none(result), fh, indent=2, allow_nan=False)
+        json.dump(finite_or_none(result), fh, indent=2, allow_nan=False)
     os.replace(path + ".tmp", path)
     return result
 
@@ -96,7 +102,7 @@ def format_summary(result: dict) -> str:
              f"theta={result['theta']} coupling={result['coupling']}: {result['steps']} steps, "
              f"last {result['averaged_steps']} averaged (per electron)"]
     for q in QUANTITIES:
-        unit = "k_B" if q == "S" else "Ha"
+        unit = {"S": "k_B", "P": f"Ha/bohr^{result['dim']}"}.get(q, "Ha")
         m, e = result[q]["mean"], result[q]["err"]
         lines.append(f"  {q} = {_fmt(m, '.7f')} +- {_fmt(e, '.1e')} {unit}"
                      if m is not None and math.isfinite(m) else f"  {q} = n/a")

@@ -21,6 +21,7 @@ from freeenergy import devices
 from freeenergy.config import Config, validate
 from freeenergy.models.van import make_van
 from freeenergy.train.driver import build
+from freeenergy.samplers import Draw
 from freeenergy.train.step import make_update
 
 jax.config.update("jax_enable_x64", True)
@@ -37,24 +38,25 @@ def main(batch: int):
     # a non-trivial flow: perturb its parameters so that the backflow is not the identity
     flat, unravel = ravel_pytree(params["flow"])
     params["flow"] = unravel(flat + 0.05 * jax.random.normal(jax.random.PRNGKey(1), flat.shape))
-    van = make_van(built.system.space, cfg.van_hidden)
+    van = make_van(built.system.space, built.van_hidden)
     n, logp = jax.vmap(van.sample, (None, 0))(params["van"],
                                              jax.random.split(jax.random.PRNGKey(2), batch))
     x = state.sampler.x + 0.1 * jax.random.normal(jax.random.PRNGKey(3), state.sampler.x.shape)
     acceptance = jnp.linspace(0.2, 0.8, batch)
+    n_acceptance = (jnp.arange(batch) % 3 == 0).astype(x.dtype)
 
     W, R = devices.walker_spec(), devices.replicated()
     out_specs = (R, R, R, R, R)
+    draw_spec = Draw(n=W, logp=W, x=W, acceptance=W, n_acceptance=W)
     sharded = devices.shard_step(make_update(built.parts, devices.Collectives(lay)),
-                                 (R, R, W, W, W, W), out_specs)
+                                 (R, R, draw_spec), out_specs)
     single = devices.shard_step(make_update(built.parts, devices.Collectives(devices.Layout())),
-                                (R, R, W, W, W, W), out_specs, n_devices=1)
+                                (R, R, draw_spec), out_specs, n_devices=1)
     rows = lay.rank_rows(batch)
-    got = sharded(params, state.opt_state, devices.place_walkers(np.asarray(x)[rows]),
-                  devices.place_walkers(np.asarray(n)[rows]),
-                  devices.place_walkers(np.asarray(logp)[rows]),
-                  devices.place_walkers(np.asarray(acceptance)[rows]))
-    ref = single(params, state.opt_state, x, n, logp, acceptance)
+    full = Draw(n=n, logp=logp, x=x, acceptance=acceptance, n_acceptance=n_acceptance)
+    mine = Draw(*[devices.place_walkers(np.asarray(a)[rows]) for a in full])
+    got = sharded(params, state.opt_state, mine)
+    ref = single(params, state.opt_state, full)
 
     def rel(a, b):
         a = np.concatenate([np.ravel(v) for v in jax.tree.leaves(jax.device_get(a))])

@@ -1,0 +1,196 @@
+"""Evaluation of frozen parameters: the variational upper bound a user quotes.
+
+``freeenergy eval RUN_DIR`` (or ``train --eval-steps K``) takes the parameters of the newest
+checkpoint, runs the exact joint chain for p(n)|psi_n(x)|^2 (``samplers.make_joint_sampler``) at
+those parameters -- ``burn_in`` steps with the move width adapting, then ``steps`` steps at a
+fixed width, so the chain is exactly stationary -- and writes ``RUN_DIR/eval.json``:
+
+* F, E, K, V (Ha per electron), S (k_B per electron) and the virial pressure P = (2K + V)/(dim
+  Omega) (Ha/bohr^dim; also GPa in 3D), each as {"mean", "err", "tau", "n_independent"}: the error
+  bar from reblocking the per-step batch means (autocorrelation across steps included), tau the
+  integrated autocorrelation time in steps, n_independent = steps * batch / tau;
+* the checkpoint step, steps, burn-in, batch, seed, acceptances, the folded fraction, wall time,
+  the exact ideal-gas values for the same basis, units and code version.
+
+Unlike ``summary.json`` (averages over training steps, parameter drift included), every sample
+here comes from one fixed trial density matrix, so F is a rigorous upper bound on the free energy
+of the finite system up to its error bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+from freeenergy import devices, version
+from freeenergy.config import Config, ConfigError, from_dict, validate
+from freeenergy.estimators import blocking
+from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, KB_HA_PER_K
+from freeenergy.train import checkpoint
+from freeenergy.train.summary import finite_or_none
+
+DEFAULT_BURN_IN = 20
+EXIT_INTERRUPTED = 75
+PER_PARTICLE = ("F", "E", "K", "V", "S")
+EVAL_SEED_SALT = 0x6576616C  # "eval": the evaluation's random stream differs from training's
+
+
+def _series_stats(values, batch: int) -> dict:
+    stats = blocking(values)
+    tau = max(stats.tau, 1.0) if np.isfinite(stats.tau) else float("nan")
+    return {"mean": stats.mean, "err": stats.err, "tau": tau,
+            "n_independent": stats.n * batch / tau if np.isfinite(tau) else None}
+
+
+def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: int,
+                wall_s: float) -> dict:
+    """eval.json content from the per-step whole-batch stats (totals) of the measured steps."""
+    cfg, s = built.cfg, built.system
+    n_el = s.n_electrons
+    series = {k: np.array([r[k] for r in records]) for k in records[0]}
+    result = {
+        "system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs, "theta": cfg.theta,
+        "paramagnetic": cfg.paramagnetic, "coupling": cfg.coupling, "twist": cfg.twist,
+        "temperature": s.temperature, "temperature_K": s.temperature / KB_HA_PER_K,
+        "box_length": s.length, "volume": s.volume, "n_states": int(s.basis.n_states),
+        "checkpoint_step": int(ckpt_step), "steps": len(records), "burn_in": int(burn_in),
+        "batch": cfg.batch, "samples": len(records) * cfg.batch, "seed": int(seed),
+        "sampling": cfg.sampling, "mc_steps": cfg.mc_steps,
+    }
+    for q in PER_PARTICLE:
+        result[q] = _series_stats(series[q] / n_el, cfg.batch)
+    result["P"] = _series_stats(series["P"], cfg.batch)
+    if cfg.dim == 3:
+        p = result["P"]
+        result["P_GPa"] = {"mean": p["mean"] * HA_PER_BOHR3_IN_GPA,
+                           "err": p["err"] * HA_PER_BOHR3_IN_GPA}
+    result["F_sample_std"] = float(np.sqrt(np.mean(series["F_var"]))) / n_el
+    for k in ("acceptance", "n_acceptance", "folded"):
+        result[k] = float(np.mean(series[k]))
+    result["folded_max"] = float(np.max(series["folded"]))
+    result["ideal_gas"] = s.ideal_gas()
+    result["wall_time_s"] = wall_s
+    result["code_version"] = version.code_version()
+    result["units"] = {
+        "F": "hartree per electron", "E": "hartree per electron", "K": "hartree per electron",
+        "V": "hartree per electron", "S": "k_B per electron",
+        "P": f"hartree per bohr^{cfg.dim}", "P_GPa": "GPa", "tau": "steps",
+        "temperature": "hartree", "temperature_K": "kelvin", "box_length": "bohr",
+        "volume": f"bohr^{cfg.dim}", "rs": "bohr", "theta": "k_B T / E_F", "twist": "2 pi / L",
+    }
+    return finite_or_none(result)
+
+
+def format_eval(r: dict) -> str:
+    lines = [f"eval of checkpoint step {r['checkpoint_step']}: {r['steps']} steps x {r['batch']} "
+             f"walkers ({r['burn_in']} burn-in), frozen parameters, {r['sampling']} sampling"]
+    for q in PER_PARTICLE + ("P",):
+        unit = {"S": "k_B/electron", "P": f"Ha/bohr^{r['dim']}"}.get(q, "Ha/electron")
+        v = r[q]
+        if v["mean"] is None:
+            lines.append(f"  {q} = n/a")
+            continue
+        err = "n/a" if v["err"] is None else f"{v['err']:.1e}"
+        tau = "n/a" if v["tau"] is None else f"{v['tau']:.2g}"
+        lines.append(f"  {q} = {v['mean']:.7f} +- {err} {unit}  (tau {tau} steps)")
+    if "P_GPa" in r and r["P_GPa"]["mean"] is not None:
+        lines.append(f"  P = {r['P_GPa']['mean']:.4g} +- {r['P_GPa']['err']:.2g} GPa")
+    lines.append(f"  acceptance x {r['acceptance']:.2f}, n {r['n_acceptance']:.2f}; "
+                 f"folded walkers {r['folded']:.2%}")
+    return "\n".join(lines)
+
+
+def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed: int,
+                   run_dir: str, out=sys.stdout, signals=None, dog=None) -> int:
+    """Runs the evaluation of ``state.params`` on ``state.sampler``'s walkers (this rank's,
+    placed as the step expects) and writes RUN_DIR/eval.json (rank 0). Returns an exit status:
+    0, or 75 when a signal stopped it (nothing written)."""
+    lay = built.layout
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_SEED_SALT)
+    params, sampler = state.params, state.sampler
+    records = []
+    t0 = time.time()
+    print(f"evaluating the parameters of step {ckpt_step}: {burn_in} burn-in + {steps} steps of "
+          f"{built.cfg.batch} walkers", file=out, flush=True)
+    for t in range(burn_in + steps):
+        fn = built.burn_in_step if t < burn_in else built.eval_step
+        if dog is not None:
+            dog.begin(f"evaluation step {t + 1}")
+        sampler, stats = fn(params, sampler, jax.random.fold_in(key, t))
+        st = {k: float(v) for k, v in jax.device_get(stats).items()}
+        if dog is not None:
+            dog.end(record=t > 0)
+        if t >= burn_in:
+            records.append(st)
+        stop = devices.any_rank(signals is not None and signals.received is not None)
+        if stop:
+            print(f"signal received during the evaluation (step {t + 1}): nothing written; run "
+                  f"`freeenergy.py eval {run_dir}` again", file=out, flush=True)
+            return EXIT_INTERRUPTED
+    if not np.all(np.isfinite([r["F"] for r in records])):
+        print("evaluation: non-finite free energy; eval.json not written", file=out, flush=True)
+        return 1
+    if lay.is_root:
+        result = eval_result(records, built, ckpt_step, burn_in, seed, time.time() - t0)
+        path = os.path.join(run_dir, "eval.json")
+        with open(path + ".tmp", "w") as fh:
+            json.dump(result, fh, indent=2, allow_nan=False)
+        os.replace(path + ".tmp", path)
+        print(format_eval(result), file=out, flush=True)
+        print(f"wrote {path}", file=out, flush=True)
+    devices.barrier()
+    return 0
+
+
+def load_run_config(run_dir: str) -> Config:
+    """The resolved Config saved in RUN_DIR/config.json."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise ConfigError(f"{run_dir}: no config.json there (not a run directory)")
+    try:
+        with open(path) as fh:
+            saved = json.load(fh)["config"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path} cannot be read as a run config: {exc}") from None
+    return validate(from_dict(saved))
+
+
+def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
+                 burn_in: int = DEFAULT_BURN_IN, seed: int | None = None, out=sys.stdout,
+                 signals=None, dog=None) -> int:
+    """``freeenergy eval``: evaluates the newest checkpoint of RUN_DIR (see module docstring)."""
+    from freeenergy.train.driver import build
+    if not isinstance(steps, int) or steps < 2:
+        raise ConfigError(f"--steps must be an integer >= 2, got {steps!r}")
+    if not isinstance(burn_in, int) or burn_in < 0:
+        raise ConfigError(f"--burn-in must be an integer >= 0, got {burn_in!r}")
+    train_cfg = load_run_config(run_dir)
+    cfg = dataclasses.replace(train_cfg, batch=batch) if batch else train_cfg
+    validate(cfg)
+    lay = devices.layout()
+    ckpt_dir = os.path.join(run_dir, "checkpoints")
+    path = checkpoint.latest(ckpt_dir) if lay.is_root else None
+    path = devices.bcast(path)
+    if path is None:
+        raise ConfigError(f"{run_dir}: no checkpoint in {ckpt_dir} to evaluate")
+    train_built = build(train_cfg, lay) if cfg.batch != train_cfg.batch else None
+    built = build(cfg, lay)
+    found = devices.bcast(checkpoint.read(path) if lay.is_root else None)
+    leaves, ckpt_step, _ = found
+    init_key = jax.random.split(jax.random.PRNGKey(train_cfg.seed))[0]
+    template = jax.eval_shape((train_built or built).global_state, init_key)
+    state = checkpoint.fill(template, leaves, path)
+    if train_built is not None:  # other batch: the checkpoint's walkers, repeated or cut
+        rows = np.resize(np.arange(train_cfg.batch), cfg.batch)
+        sampler = state.sampler._replace(x=np.asarray(state.sampler.x)[rows],
+                                         n=np.asarray(state.sampler.n)[rows])
+        state = state._replace(sampler=sampler)
+    state = built.to_local(state)
+    return evaluate_state(built, state, ckpt_step, steps, burn_in,
+                          train_cfg.seed if seed is None else seed, run_dir, out, signals, dog)
