@@ -90,17 +90,20 @@ def mpi_available():
         pytest.fail(f"{exc}: install the MPI extra with `bash scripts/install-mpi.sh`")
 
 
-def _equivalence(devices_per_rank):
-    proc = _mpi(2, ["tests/mpi/layout_equivalence.py", "16"], devices_per_rank)
+def _equivalence(devices_per_rank, batch=16):
+    proc = _mpi(2, ["tests/mpi/layout_equivalence.py", str(batch)], devices_per_rank)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, proc.stdout + proc.stderr[-3000:]
     return json.loads(line[0][len("RESULT "):])
 
 
-@pytest.mark.parametrize("devices_per_rank", [1, 2])
-def test_two_ranks_give_the_single_rank_update(mpi_available, devices_per_rank):
-    r = _equivalence(devices_per_rank)
+@pytest.mark.parametrize("devices_per_rank,batch", [(1, 16), (2, 16), (2, 80)])
+def test_two_ranks_give_the_single_rank_update(mpi_available, devices_per_rank, batch):
+    """batch 16: both SR groups solve in sample space; batch 80: the flow (130 parameters, 160
+    score rows) solves in parameter space."""
+    r = _equivalence(devices_per_rank, batch)
+    assert r["flow_solve"] == ("parameter" if batch == 80 else "sample")
     assert (r["n_ranks"], r["devices_per_rank"]) == (2, devices_per_rank)
     # the quantities compared are non-trivial
     assert r["norm_grad_van"] > 1e-3 and r["norm_grad_flow"] > 1e-3 and r["norm_update_flow"] > 1e-6

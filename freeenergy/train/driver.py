@@ -245,11 +245,13 @@ def _load_checkpoint(built: Built, ckpt_dir: str, init_key, out):
     return built.to_local(state), step
 
 
-def train(cfg: Config, resume: bool = False, out=sys.stdout) -> int:
+def train(cfg: Config, resume: bool = False, out=None) -> int:
     """Runs (or resumes) training in cfg.out; returns the process exit status.
 
-    Under MPI every rank calls this; rank 0 alone prints and writes files."""
+    Under MPI every rank calls this; rank 0 alone prints and writes files (to ``out``, default
+    the current sys.stdout)."""
     validate(cfg)
+    out = sys.stdout if out is None else out
     with Signals() as signals:   # from the start: a signal during set-up or shutdown is not fatal
         with Watchdog(cfg.watchdog_factor, cfg.watchdog_min_s, cfg.watchdog_first_s) as dog:
             return _train(cfg, resume, out, signals, dog)

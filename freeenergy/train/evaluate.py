@@ -107,10 +107,11 @@ def format_eval(r: dict) -> str:
 
 
 def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed: int,
-                   run_dir: str, out=sys.stdout, signals=None, dog=None) -> int:
+                   run_dir: str, out=None, signals=None, dog=None) -> int:
     """Runs the evaluation of ``state.params`` on ``state.sampler``'s walkers (this rank's,
     placed as the step expects) and writes RUN_DIR/eval.json (rank 0). Returns an exit status:
     0, or 75 when a signal stopped it (nothing written)."""
+    out = sys.stdout if out is None else out
     lay = built.layout
     key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_SEED_SALT)
     params, sampler = state.params, state.sampler
@@ -162,7 +163,7 @@ def load_run_config(run_dir: str) -> Config:
 
 
 def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
-                 burn_in: int = DEFAULT_BURN_IN, seed: int | None = None, out=sys.stdout,
+                 burn_in: int = DEFAULT_BURN_IN, seed: int | None = None, out=None,
                  signals=None, dog=None) -> int:
     """``freeenergy eval``: evaluates the newest checkpoint of RUN_DIR (see module docstring)."""
     from freeenergy.train.driver import build

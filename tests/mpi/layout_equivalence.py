@@ -72,6 +72,7 @@ def main(batch: int):
         "norm_grad_flow": float(np.linalg.norm(np.asarray(ravel_pytree(ref[2]["flow"])[0]))),
         "norm_update_flow": float(np.linalg.norm(np.asarray(ravel_pytree(ref[3]["flow"])[0]))),
         "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
+        "flow_solve": "parameter" if flat.size < 2 * batch else "sample",
     })
     # every rank must hold bit-identical new parameters (the update is replicated, not averaged)
     mine = np.asarray(ravel_pytree(got[0])[0])
