@@ -99,7 +99,8 @@ def _cmd_eval(args) -> int:
     with driver.Signals() as signals, Watchdog(cfg.watchdog_factor, cfg.watchdog_min_s,
                                                  cfg.watchdog_first_s) as dog:
         return evaluate.eval_run_dir(args.run_dir, args.steps, args.batch, args.burn_in,
-                                     args.seed, signals=signals, dog=dog)
+                                     args.seed, signals=signals, dog=dog,
+                                     mc_steps=args.mc_steps, sampling=args.sampling)
 
 
 def _cmd_bench(args) -> int:
@@ -143,6 +144,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="unmeasured steps first, with the move width adapting (default 20)")
     p_eval.add_argument("--seed", type=int, default=None,
                         help="seed of the evaluation's random stream (default: the run's seed)")
+    p_eval.add_argument("--mc-steps", type=int, default=None,
+                        help="Metropolis moves of x per step (default: the run's)")
+    p_eval.add_argument("--sampling", choices=("joint", "redraw"), default=None,
+                        help="chain for (n, x): joint (exact, default of new runs) or redraw "
+                        "(legacy, biased; to measure that bias)")
     p_eval.set_defaults(func=_cmd_eval)
     p_bench = sub.add_parser("bench", help="time training steps (sampling, local energy, gradients, SR)")
     add_config_flags(p_bench)

@@ -19,6 +19,9 @@ nor mpi4jax (``FREEENERGY_MPI=0`` forbids them).
 XLA flags: ``--xla_cpu_enable_concurrency_optimized_scheduler=false``, because with jaxlib 0.10.2
 the concurrency-optimized CPU scheduler stalls (threads idle, step never finishes) on the batched
 derivative programs of the local energy at batch >= 32. User-supplied XLA_FLAGS take precedence.
+
+CPU LAPACK deadlock: jaxlib 0.10.2's batched LAPACK kernels block pool threads while waiting for
+their own pieces; ``freeenergy.linalg`` therefore never hands them a batch on CPU (see there).
 """
 
 from __future__ import annotations

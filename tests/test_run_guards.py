@@ -86,10 +86,12 @@ def test_eval_writes_the_frozen_parameter_bound(tmp_path, capfd):
     assert abs(first["F"]["mean"] - (first["E"]["mean"] - t * first["S"]["mean"])) < 1e-10
     # the same frozen parameters with another batch and seed, from the CLI
     assert main(["eval", out, "--steps", "4", "--batch", "24", "--burn-in", "2",
-                 "--seed", "9"]) == 0
+                 "--seed", "9", "--mc-steps", "2", "--sampling", "redraw"]) == 0
     with open(os.path.join(out, "eval.json")) as fh:
         second = json.load(fh)
     assert second["batch"] == 24 and second["steps"] == 4 and second["seed"] == 9
+    assert second["mc_steps"] == 2 and second["sampling"] == "redraw"
+    assert second["n_acceptance"] == 1.0                      # redraw takes every proposal
     assert second["samples"] == 96 and second["units"]["F"] == "hartree per electron"
     assert abs(second["F"]["mean"] - first["F"]["mean"]) < 0.1     # same model, same bound
     assert main(["eval", str(tmp_path / "nothing")]) == 2

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from freeenergy import linalg
+
 
 def periodic_features(d: jnp.ndarray, length: float) -> jnp.ndarray:
     """Features of a displacement d (dim,) that are periodic in L: (2 * dim,)."""
@@ -108,7 +110,7 @@ class PairBackflow(hk.Module):
         full = (eye[:, :, None, None] * (jnp.eye(dim, dtype=x.dtype) + diag_blocks)[:, None, :, :]
                 - jac)  # (N, N, dim, dim) indexed [j, k, a, b] = dz_{j,a}/dx_{k,b}
         full = full.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
-        sign, logdet = jnp.linalg.slogdet(full)
+        sign, logdet = linalg.slogdet(full)
         return (z, logdet, sign) if with_sign else (z, logdet)
 
     @staticmethod

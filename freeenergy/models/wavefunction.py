@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from freeenergy import linalg
 from freeenergy.models.backflow import PairBackflow
 from freeenergy.models.van import OccupationSpace, occupied_indices
 
@@ -37,7 +38,7 @@ def slater_log(kvecs_occ: jnp.ndarray, z: jnp.ndarray):
     """ln det[exp(i k_a . z_j)] for kvecs_occ (N_s, dim), z (N_s, dim) -> (log_abs, phase)."""
     phase_matrix = kvecs_occ @ z.T  # (N_s, N_s)
     mat = jnp.exp(1j * phase_matrix)
-    sign, log_abs = jnp.linalg.slogdet(mat)
+    sign, log_abs = linalg.slogdet(mat)
     return log_abs, jnp.angle(sign)
 
 
@@ -124,7 +125,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
             return k4.transpose(0, 2, 1, 3).reshape(nd, nd)
 
         jac = jnp.eye(nd, dtype=x.dtype) + assemble(a)
-        g_inv = jnp.linalg.inv(jac)
+        g_inv = linalg.inv(jac)
         hsum = h.sum(1)  # (N, d, d, d)
         dk = (jnp.einsum("jk,jm,jabc->jakbmc", eye_n, eye_n, hsum)
               - jnp.einsum("jk,jmabc->jakbmc", eye_n, h)

@@ -164,16 +164,19 @@ def load_run_config(run_dir: str) -> Config:
 
 def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
                  burn_in: int = DEFAULT_BURN_IN, seed: int | None = None, out=None,
-                 signals=None, dog=None) -> int:
-    """``freeenergy eval``: evaluates the newest checkpoint of RUN_DIR (see module docstring)."""
+                 signals=None, dog=None, mc_steps: int | None = None,
+                 sampling: str | None = None) -> int:
+    """``freeenergy eval``: evaluates the newest checkpoint of RUN_DIR (see module docstring).
+    ``batch``, ``mc_steps`` and ``sampling`` default to the run's."""
     from freeenergy.train.driver import build
     if not isinstance(steps, int) or steps < 2:
         raise ConfigError(f"--steps must be an integer >= 2, got {steps!r}")
     if not isinstance(burn_in, int) or burn_in < 0:
         raise ConfigError(f"--burn-in must be an integer >= 0, got {burn_in!r}")
     train_cfg = load_run_config(run_dir)
-    cfg = dataclasses.replace(train_cfg, batch=batch) if batch else train_cfg
-    validate(cfg)
+    overrides = {k: v for k, v in (("batch", batch), ("mc_steps", mc_steps),
+                                   ("sampling", sampling)) if v is not None}
+    cfg = validate(dataclasses.replace(train_cfg, **overrides))
     lay = devices.layout()
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     path = checkpoint.latest(ckpt_dir) if lay.is_root else None
