@@ -57,9 +57,10 @@ def _inv_jvp(primals, tangents):
 
 @jax.custom_jvp
 def slogdet(a: jnp.ndarray):
-    """(sign, ln|det a|) of an (n, n) matrix, as ``jnp.linalg.slogdet``; for complex a, sign is
-    the unit complex number det a / |det a|."""
-    return _slogdet_impl(a)
+    """(sign, ln|det a|) of an (n, n) matrix, as ``jnp.linalg.slogdet`` (a plain tuple); for
+    complex a, sign is the unit complex number det a / |det a|."""
+    sign, logabs = _slogdet_impl(a)
+    return sign, logabs
 
 
 @slogdet.defjvp

@@ -74,9 +74,11 @@ class PairBackflow(hk.Module):
     """x (N, dim) -> (z (N, dim), log|det dz/dx|) for one configuration."""
 
     def __init__(self, dim: int, length: float, hidden: Sequence[int] = (32, 32),
-                 name: Optional[str] = None):
+                 batch_safe_linalg: bool = True, name: Optional[str] = None):
         super().__init__(name=name)
         self.dim, self.length, self.hidden = dim, float(length), tuple(hidden)
+        # freeenergy.linalg (never a batched LAPACK call on CPU) or jnp.linalg (for folx)
+        self.slogdet = linalg.slogdet if batch_safe_linalg else jnp.linalg.slogdet
 
     def __call__(self, x: jnp.ndarray, protons: Optional[jnp.ndarray] = None,
                  pair_derivatives: bool = False, with_sign: bool = False):
@@ -110,7 +112,7 @@ class PairBackflow(hk.Module):
         full = (eye[:, :, None, None] * (jnp.eye(dim, dtype=x.dtype) + diag_blocks)[:, None, :, :]
                 - jac)  # (N, N, dim, dim) indexed [j, k, a, b] = dz_{j,a}/dx_{k,b}
         full = full.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
-        sign, logdet = linalg.slogdet(full)
+        sign, logdet = self.slogdet(full)
         return (z, logdet, sign) if with_sign else (z, logdet)
 
     @staticmethod

@@ -34,17 +34,17 @@ class Wavefunction:
     det_sign: Callable
 
 
-def slater_log(kvecs_occ: jnp.ndarray, z: jnp.ndarray):
+def slater_log(kvecs_occ: jnp.ndarray, z: jnp.ndarray, slogdet=linalg.slogdet):
     """ln det[exp(i k_a . z_j)] for kvecs_occ (N_s, dim), z (N_s, dim) -> (log_abs, phase)."""
     phase_matrix = kvecs_occ @ z.T  # (N_s, N_s)
     mat = jnp.exp(1j * phase_matrix)
-    sign, log_abs = linalg.slogdet(mat)
+    sign, log_abs = slogdet(mat)
     return log_abs, jnp.angle(sign)
 
 
 def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
                       use_backflow: bool = True, hidden: Sequence[int] = (32, 32),
-                      with_protons: bool = False) -> Wavefunction:
+                      batch_safe_linalg: bool = True) -> Wavefunction:
     """Factory of the pure wavefunction functions.
 
     Args:
@@ -53,7 +53,12 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
       length: box side L, bohr.
       use_backflow: False gives bare plane-wave determinants (no parameters).
       hidden: widths of the backflow pair MLP.
+      batch_safe_linalg: determinants and inverses from ``freeenergy.linalg`` (on CPU never a
+        batched LAPACK call, which can deadlock jaxlib 0.10.2); False: ``jnp.linalg`` (needed by
+        the folx Laplacian, which does not propagate through their custom JVP rules).
     """
+    slogdet = linalg.slogdet if batch_safe_linalg else jnp.linalg.slogdet
+    inv = linalg.inv if batch_safe_linalg else jnp.linalg.inv
     kvecs = jnp.asarray(kvecs)
     dim = kvecs.shape[1]
     counts = tuple(space.n_per_species)
@@ -61,7 +66,8 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
 
     net = hk.without_apply_rng(hk.transform(
         lambda x, protons=None, pair_derivatives=False, with_sign=False: PairBackflow(
-            dim, length, hidden, name="backflow")(x, protons, pair_derivatives, with_sign)))
+            dim, length, hidden, batch_safe_linalg,
+            name="backflow")(x, protons, pair_derivatives, with_sign)))
 
     def backflow(params, x, protons=None):
         if not use_backflow:
@@ -84,7 +90,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
         log_abs = 0.5 * logdet
         phase = jnp.zeros((), x.dtype)
         for s in range(len(counts)):
-            la, ph = slater_log(kvecs[occ[s]], z[offsets[s]:offsets[s + 1]])
+            la, ph = slater_log(kvecs[occ[s]], z[offsets[s]:offsets[s + 1]], slogdet)
             log_abs = log_abs + la
             phase = phase + ph
         return log_abs, phase
@@ -93,7 +99,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
         occ = occupied_indices(n, space)
         la_tot, ph_tot = 0.0, 0.0
         for s in range(len(counts)):
-            la, ph = slater_log(kvecs[occ[s]], z[offsets[s]:offsets[s + 1]])
+            la, ph = slater_log(kvecs[occ[s]], z[offsets[s]:offsets[s + 1]], slogdet)
             la_tot, ph_tot = la_tot + la, ph_tot + ph
         return jnp.stack([la_tot, ph_tot])
 
@@ -125,7 +131,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
             return k4.transpose(0, 2, 1, 3).reshape(nd, nd)
 
         jac = jnp.eye(nd, dtype=x.dtype) + assemble(a)
-        g_inv = linalg.inv(jac)
+        g_inv = inv(jac)
         hsum = h.sum(1)  # (N, d, d, d)
         dk = (jnp.einsum("jk,jm,jabc->jakbmc", eye_n, eye_n, hsum)
               - jnp.einsum("jk,jmabc->jakbmc", eye_n, h)

@@ -84,8 +84,3 @@ def fill(template, leaves: list, path: str = "checkpoint"):
         loaded.append(jax.numpy.asarray(arr, dtype=ref.dtype))
     return jax.tree.unflatten(treedef, loaded)
 
-
-def restore(path: str, template):
-    """Loads checkpoint ``path`` into a state with the structure of ``template``: (state, step)."""
-    leaves, step, _ = read(path)
-    return fill(template, leaves, path), step

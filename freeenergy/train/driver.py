@@ -73,7 +73,7 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     van_hidden = tuple(cfg.van_hidden) if cfg.van_hidden else default_hidden(system.space.size)
     van = make_van(system.space, van_hidden)
     wf = make_wavefunction(system.space, system.basis.kvecs, length, cfg.backflow,
-                           cfg.backflow_hidden)
+                           cfg.backflow_hidden, batch_safe_linalg=cfg.laplacian != "folx")
     potential = lambda x: system.ewald.energy_same_charge(x, -1.0)
     e_loc = make_local_energy(wf.log_psi, potential, cfg.coupling, cfg.laplacian, wf.derivatives)
     log_abs = lambda p, x, n: wf.log_psi(p, x, n)[0]
