@@ -5,11 +5,9 @@
   E(n) = sum_occ eps, exactly; jax.grad of the enumerated sum is the truth. The score-function
   estimate with baseline (``StepParts.estimate``) from i.i.d. VAN samples must agree within 3
   sigma along the exact gradient and within 5 sigma in every component.
-* Flow: for one occupation with an interacting Hamiltonian and a perturbed backflow, the VMC
-  estimate 2 Re mean[(E_loc - b)^* d ln psi] along a random direction v must agree with the
-  central finite difference of the energy E(theta + eps v), estimated precisely on the same
-  samples by reweighting (|psi_theta+eps v|^2 / |psi_theta|^2); its error bar from 16 groups of
-  walkers.
+* Flow: for one occupation of two interacting electrons with a perturbed backflow, the VMC
+  estimate 2 Re mean[(E_loc - b)^* d ln psi] along v must agree within 3 sigma with the central
+  finite difference of the energy E(theta + eps v), computed by quadrature (see the test).
 * A short interacting run lowers F.
 """
 
@@ -21,8 +19,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from freeenergy.config import Config, validate
+from freeenergy.models.van import make_van
 from freeenergy.models.wavefunction import make_wavefunction
-from freeenergy.samplers import Draw, make_metropolis, SamplerState
+from freeenergy.samplers import Draw, SamplerState, make_metropolis
 from freeenergy.train.driver import build
 from freeenergy.train.step import per_walker_terms
 
@@ -50,8 +49,6 @@ def test_van_score_function_gradient_equals_exact_gradient_of_the_bound():
     assert space.n_levels == 11
     params = built.global_state(jax.random.PRNGKey(0)).params
     params["van"] = _perturb(params["van"], jax.random.PRNGKey(1), 0.3)
-    van = built.parts  # noqa: F841  (the estimate under test)
-    from freeenergy.models.van import make_van
     model = make_van(space, built.van_hidden)
     states = jnp.asarray(_all_states(space.n_levels, 3))
     energy = states.astype(jnp.float64) @ jnp.asarray(space.energies)
