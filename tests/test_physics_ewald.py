@@ -1,6 +1,6 @@
 """Truth checks of the Ewald sum (freeenergy.physics.ewald).
 
-Reference numbers come from /work/shared/reference/README.md; literature sources are cited at each use.
+Reference numbers are published values; the literature source is cited at each use.
 """
 
 import itertools
@@ -31,7 +31,7 @@ def _cubic_cell(n_atoms, rs):
 # Madelung energies per particle in units e^2/rs, neutralizing background included.
 # 3D: Coldwell-Horsfall & Maradudin, J. Math. Phys. 1, 395 (1960); bcc also Haensel, Potekhin &
 # Yakovlev, Neutron Stars 1 (2007), Table 2.4 (0.895929255682). 2D: Bonsall & Maradudin,
-# PRB 15, 1959 (1977). Values as tabulated in /work/shared/reference/README.md.
+# PRB 15, 1959 (1977).
 MADELUNG_3D = [
     ("sc", [[0, 0, 0]], -0.880059442),
     ("bcc", [[0, 0, 0], [0.5, 0.5, 0.5]], -0.895929256),

@@ -1,7 +1,7 @@
 """Exact canonical ideal Fermi gas (freeenergy.physics.ideal) against brute-force enumeration.
 
 The particle-number recursion is the standard one (Borrmann & Franke, J. Chem. Phys. 98, 2484
-(1993)), as written in /work/shared/reference/README.md.
+(1993)).
 """
 
 import itertools

@@ -1,7 +1,7 @@
 """Checks of the periodic box and the plane-wave basis (freeenergy.physics.box / planewaves).
 
 Fermi wave vectors: standard free-electron-gas relations (e.g. Giuliani & Vignale, Quantum Theory
-of the Electron Liquid (2005), Table 1.1), as listed in /work/shared/reference/README.md.
+of the Electron Liquid (2005), Table 1.1).
 """
 
 import math
