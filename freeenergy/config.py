@@ -152,6 +152,8 @@ def validate(cfg: Config) -> Config:
         cfg.twist = [0.0] * cfg.dim
     if len(cfg.twist) != cfg.dim:
         raise ConfigError(f"--twist needs {cfg.dim} components (dim={cfg.dim}), got {cfg.twist!r}")
+    if not all(_is_number(t) for t in cfg.twist):
+        raise ConfigError(f"--twist components must be finite numbers, got {cfg.twist!r}")
     cfg.twist = [float(t) for t in cfg.twist]
     if any(abs(t) > 0.5 for t in cfg.twist):
         raise ConfigError(f"--twist components must lie in [-0.5, 0.5] (units of 2 pi/L), got {cfg.twist}")
@@ -171,9 +173,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"--sampling must be one of {SAMPLINGS}, got {cfg.sampling!r}")
     _positive_int(cfg, "mc_steps")
     _positive_int(cfg, "mc_thermalize", minimum=0)
-    if cfg.mc_width < 0:
-        raise ConfigError(f"--mc-width must be >= 0, got {cfg.mc_width}")
-    if not 0 < cfg.mc_target_acceptance < 1:
+    _non_negative(cfg, "mc_width")
+    if not _is_number(cfg.mc_target_acceptance) or not 0 < cfg.mc_target_acceptance < 1:
         raise ConfigError(f"--mc-target-acceptance must lie in (0, 1), got {cfg.mc_target_acceptance}")
     if cfg.laplacian not in LAPLACIANS:
         raise ConfigError(f"--laplacian must be one of {LAPLACIANS}, got {cfg.laplacian!r}")
@@ -183,8 +184,7 @@ def validate(cfg: Config) -> Config:
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"--optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
     _positive(cfg, "lr")
-    if cfg.lr_decay_steps < 0:
-        raise ConfigError(f"--lr-decay-steps must be >= 0, got {cfg.lr_decay_steps}")
+    _non_negative(cfg, "lr_decay_steps")
     for name in ("lr_van", "lr_flow", "sr_max_norm_van", "sr_max_norm_flow"):
         if getattr(cfg, name) is not None:
             _positive(cfg, name)
@@ -198,7 +198,7 @@ def validate(cfg: Config) -> Config:
         _positive(cfg, name)
     _positive_int(cfg, "checkpoint_every")
     _positive_int(cfg, "progress_every")
-    if not 0 < cfg.average_fraction <= 1:
+    if not _is_number(cfg.average_fraction) or not 0 < cfg.average_fraction <= 1:
         raise ConfigError(f"--average-fraction must lie in (0, 1], got {cfg.average_fraction}")
     if not isinstance(cfg.seed, int):
         raise ConfigError(f"--seed must be an integer, got {cfg.seed!r}")

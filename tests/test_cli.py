@@ -98,6 +98,15 @@ def test_sigusr1_checkpoints_and_resumes(tmp_path):
     (["--twist", "0.7", "0"], "--twist"),
     (["--paramagnetic", "--n", "5"], "--paramagnetic"),
     (["--optimizer", "lbfgs"], "--optimizer"),
+    (["--twist", "nan", "0"], "--twist"),
+    (["--mc-width", "nan"], "--mc-width"),
+    (["--mc-width", "inf"], "--mc-width"),
+    (["--lr-decay-steps", "nan"], "--lr-decay-steps"),
+    (["--sampling", "gibbs"], "--sampling"),
+    (["--clip-eloc", "-1"], "--clip-eloc"),
+    (["--lr-van", "0"], "--lr-van"),
+    (["--max-folded-fraction", "2"], "--max-folded-fraction"),
+    (["--eval-steps", "-3"], "--eval-steps"),
 ])
 def test_bad_input_is_a_clear_error(flags, message, tmp_path, capsys):
     args = ["train", *SMALL, "--steps", "2", "--out", str(tmp_path / "bad"), *flags]
