@@ -62,10 +62,11 @@ def make_metropolis(log_abs_fn: Callable, length: float, n_steps: int) -> Callab
     """
     batched = jax.vmap(log_abs_fn, in_axes=(None, 0, 0))
 
-    def sample(params, state: SamplerState, n, key):
-        """state.x (B, N, dim), n (B, D) -> (x, acceptance (B,)); state.n is not used."""
+    def sample(params, state: SamplerState, n, key, log_abs0=None):
+        """state.x (B, N, dim), n (B, D) -> (x, acceptance (B,)); state.n is not used.
+        ``log_abs0`` (B,): ln|psi_n(state.x)| when the caller has it already (else computed)."""
         x, width = state.x, state.width
-        logp = 2.0 * batched(params, x, n)
+        logp = 2.0 * (batched(params, x, n) if log_abs0 is None else log_abs0)
 
         def body(carry, k):
             x, logp, accepted = carry
@@ -110,17 +111,18 @@ def make_joint_sampler(van_sample: Callable, van_log_prob: Callable, log_abs_fn:
         batch = state.x.shape[0]
         n_new, logp_new = draw_n(params["van"], jax.random.split(k_van, batch))
         if mode == "redraw":
-            n, logp = n_new, logp_new
+            n, logp, la = n_new, logp_new, None
             n_accept = jnp.ones((batch,), state.x.dtype)
         else:
-            log_ratio = 2.0 * (log_abs(params["flow"], state.x, n_new)
-                               - log_abs(params["flow"], state.x, state.n))
+            la_new = log_abs(params["flow"], state.x, n_new)
+            la_old = log_abs(params["flow"], state.x, state.n)
             log_u = jnp.log(jax.random.uniform(k_acc, (batch,), state.x.dtype))
-            accept = log_u < log_ratio
+            accept = log_u < 2.0 * (la_new - la_old)
             n = jnp.where(accept[:, None], n_new, state.n)
             logp = jnp.where(accept, logp_new, log_prob(params["van"], n))
+            la = jnp.where(accept, la_new, la_old)  # ln|psi_n(x)| at the kept n: reused below
             n_accept = accept.astype(state.x.dtype)
-        x, acceptance = metropolis(params["flow"], state, n, k_mc)
+        x, acceptance = metropolis(params["flow"], state, n, k_mc, la)
         return Draw(n=n, logp=logp, x=x, acceptance=acceptance, n_acceptance=n_accept)
 
     return sample
