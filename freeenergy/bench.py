@@ -1,6 +1,6 @@
 """``freeenergy bench``: times training steps after warm-up, split into their parts.
 
-Parts, each jitted on its own and timed after compilation (median of ``repeats``):
+Parts, each jitted on its own and timed after compilation (``repeats`` timed calls each):
   sampling      VAN ancestral sampling + ``mc_steps`` Metropolis moves of all walkers
   local_energy  kinetic (Laplacian) + Ewald energy of all walkers
   gradients     per-sample scores of the VAN and the flow, and the gradient estimates
@@ -10,25 +10,103 @@ Walker-steps/s counts Metropolis moves of one walker: batch * mc_steps / step_s 
 ranks), and per rank (batch / n_ranks) * mc_steps / step_s. The parts are timed on one device's
 share of the walkers (``parts_batch``), the full step on the whole layout (under MPI: every rank
 runs it; start it with ``mpiexec -n R freeenergy bench ...``; rank 0 prints).
+
+Result keys (all times in seconds of wall clock, per call). For each timed quantity ``q`` in
+``sampling``, ``local_energy``, ``gradients``, ``sr``, ``step``:
+  q_s           median of the repeats (the headline number)
+  q_s_all       every repeat, in the order timed
+  q_s_min       fastest repeat
+  q_s_max       slowest repeat
+  q_spread      relative spread (max - min) / median (dimensionless; 0.1 = 10 %)
+and for the machine:
+  n_cpus        ``os.cpu_count()``
+  load_before   1-minute load average (``os.getloadavg()[0]``) before anything is timed
+  load_after    the same after the last timed step (it includes this bench's own threads);
+                None where the platform has no load average
+  warnings      list of strings, empty when the numbers are consistent. A warning is raised
+                when a load average exceeds ``n_cpus``; when a part's median exceeds the full
+                step's median (the parts run on one device's share of the walkers, so each
+                must be at most the whole step: the timings were disturbed); and when the
+                slowest step repeat took more than ``SPREAD_FACTOR`` times the fastest.
+                Each says what to do (rerun on an idle machine, more ``--repeats``).
+The spread and warning logic (``summarize``, ``timing_warnings``) are pure functions of the
+timings, unit-tested without timing anything.
 """
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from freeenergy import devices, version
 from freeenergy.config import Config
 from freeenergy.train.driver import build
 from freeenergy.train.step import per_walker_terms
 
+PARTS = ("sampling", "local_energy", "gradients", "sr")  # timed on one device's walkers
+SPREAD_FACTOR = 2.0  # slowest / fastest step repeat above this: warn
+
+
+def summarize(name: str, times) -> dict:
+    """Result keys of one timed quantity from its repeats (seconds): median, all, min, max, spread.
+
+    ``name_spread`` is (max - min) / median, dimensionless (0 for a single repeat).
+    """
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError(f"no timings for {name}")
+    med = statistics.median(times)
+    return {f"{name}_s": med, f"{name}_s_all": times, f"{name}_s_min": min(times),
+            f"{name}_s_max": max(times),
+            f"{name}_spread": (max(times) - min(times)) / med if med > 0 else 0.0}
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (runnable tasks), or None where the platform has none."""
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def timing_warnings(r: dict) -> list[str]:
+    """Warnings (strings saying what to do) for a result holding ``summarize`` keys of every
+    quantity in ``PARTS`` and ``step``, plus ``n_cpus``, ``load_before``, ``load_after``,
+    ``parts_batch`` and ``batch``. Pure: looks only at ``r``."""
+    out = []
+    n_cpus = r.get("n_cpus")
+    loads = [(when, r.get(f"load_{when}")) for when in ("before", "after")]
+    high = [f"{load:.2f} {when}" for when, load in loads
+            if load is not None and n_cpus and load > n_cpus]
+    if high:
+        out.append(f"machine loaded: the 1-minute load average exceeds the {n_cpus} CPUs "
+                   f"({', '.join(high)} timing; the value after includes this bench's own "
+                   "threads): other work competes for the CPUs and the timings are unreliable; "
+                   "rerun on an idle machine")
+    step = r["step_s"]
+    slow = [f"{p} {r[f'{p}_s']:.4g} s" for p in PARTS if r[f"{p}_s"] > step]
+    if slow:
+        out.append(f"part(s) slower than the full step ({step:.4g} s): {', '.join(slow)}. The "
+                   f"parts are timed on one device's share of the walkers ({r['parts_batch']} "
+                   f"of {r['batch']}), so none can take longer than the whole step: the timings "
+                   "were disturbed (other load on the machine); rerun on an idle machine, with "
+                   "more --repeats")
+    lo, hi = r["step_s_min"], r["step_s_max"]
+    if hi > SPREAD_FACTOR * lo:
+        out.append(f"full-step repeats spread from {lo:.4g} s to {hi:.4g} s (more than "
+                   f"{SPREAD_FACTOR:g}x): the median is not a stable number; rerun on an idle "
+                   "machine, with more --repeats")
+    return out
+
 
 def _timed(fn, args, repeats, warmup):
+    """Calls ``fn(*args)`` once (compiles) and ``warmup`` times untimed, then times ``repeats``
+    calls; returns (list of wall-clock seconds per call, output of the first call)."""
     out = fn(*args)
     jax.block_until_ready(out)
     for _ in range(warmup):
@@ -38,11 +116,30 @@ def _timed(fn, args, repeats, warmup):
         t = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+    return times, out
+
+
+def _timed_step(built, state, key, repeats, warmup):
+    """Seconds per full sharded training step (``repeats`` of them, after ``warmup``)."""
+    times = []
+    s = state
+    devices.barrier()
+    jax.block_until_ready(built.step(s, key, 1.0))
+    for i in range(warmup + repeats):
+        devices.barrier()
+        t = time.perf_counter()
+        s, stats = built.step(s, jax.random.fold_in(key, i), 1.0)
+        jax.block_until_ready(stats)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
 
 
 def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
     """Times the parts on this rank's first device and the full sharded step on all ranks."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    load_before = load_average()
     t0 = time.perf_counter()
     built = build(cfg)
     lay = built.layout
@@ -54,8 +151,7 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
     sampler = state.sampler._replace(
         x=jnp.asarray(devices.fetch_walkers(state.sampler.x)[:per_device]),
         n=jnp.asarray(devices.fetch_walkers(state.sampler.n)[:per_device]))
-    sample_fn = jax.jit(parts.sample)
-    t_sample, draw = _timed(sample_fn, (params, sampler, key), repeats, warmup)
+    t_sample, draw = _timed(jax.jit(parts.sample), (params, sampler, key), repeats, warmup)
     eloc_fn = jax.jit(parts.local_energy)
     t_eloc, (eloc, e_parts) = _timed(eloc_fn, (params["flow"], draw.x, draw.n), repeats, warmup)
 
@@ -67,49 +163,59 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
                                         repeats, warmup)
     sr_fn = jax.jit(lambda g, o, p, sc: parts.optimizer.update(g, o, p, scores=sc))
     t_sr, _ = _timed(sr_fn, (grads, state.opt_state, params, scores), repeats, warmup)
-    times = []
-    s = state
-    devices.barrier()
-    jax.block_until_ready(built.step(s, key))
-    for i in range(warmup + repeats):
-        devices.barrier()
-        t = time.perf_counter()
-        s, stats = built.step(s, jax.random.fold_in(key, i))
-        jax.block_until_ready(stats)
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
+    times = _timed_step(built, state, key, repeats, warmup)
+    load_after = load_average()
     step_s = statistics.median(times)
     per_rank = cfg.batch // lay.n_ranks
-    return {
+    r = {
         "system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs, "theta": cfg.theta,
         "paramagnetic": cfg.paramagnetic, "batch": cfg.batch, "mc_steps": cfg.mc_steps,
         "laplacian": cfg.laplacian, "optimizer": cfg.optimizer, "backflow": cfg.backflow,
         "n_states": int(built.system.basis.n_states), "n_params": built.n_params,
         "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
         "walkers_per_rank": per_rank, "walkers_per_device": per_device,
-        "step_s": step_s, "step_s_all": times,
-        "sampling_s": t_sample, "local_energy_s": t_eloc, "gradients_s": t_grad, "sr_s": t_sr,
+        **summarize("step", times),
+        **summarize("sampling", t_sample), **summarize("local_energy", t_eloc),
+        **summarize("gradients", t_grad), **summarize("sr", t_sr),
         "parts_batch": per_device,
         "walker_steps_per_s": cfg.batch * cfg.mc_steps / step_s,
         "walker_steps_per_s_per_rank": per_rank * cfg.mc_steps / step_s,
         "repeats": repeats, "device": devices.describe(), "host": platform.node(),
         "code_version": version.code_version(),
         "setup_and_compile_s": time.perf_counter() - t0 - sum(times),
+        "n_cpus": os.cpu_count(), "load_before": load_before, "load_after": load_after,
     }
+    r["warnings"] = timing_warnings(r)
+    return r
+
+
+def _row(label: str, r: dict, q: str) -> str:
+    """One table line: median, min, max (seconds) and relative spread (percent) of ``q``."""
+    return (f"  {label:<13} {r[f'{q}_s']:<9.4g} s  [min {r[f'{q}_s_min']:.4g}, "
+            f"max {r[f'{q}_s_max']:.4g}, spread {100 * r[f'{q}_spread']:.0f}%]")
+
+
+def _load(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}"
 
 
 def format_bench(r: dict) -> str:
-    return "\n".join([
+    lines = [
         f"bench {r['system']} dim={r['dim']} n={r['n']} batch={r['batch']} mc_steps={r['mc_steps']} "
         f"laplacian={r['laplacian']} optimizer={r['optimizer']} on {r['device']}",
         f"  params: van={r['n_params']['van']} flow={r['n_params']['flow']}, states/spin={r['n_states']}",
-        f"  sampling      {r['sampling_s']:.4f} s",
-        f"  local energy  {r['local_energy_s']:.4f} s",
-        f"  gradients     {r['gradients_s']:.4f} s",
-        f"  sr/update     {r['sr_s']:.4f} s",
+        f"  medians of {r['repeats']} repeats; spread = (max - min) / median",
+        _row("sampling", r, "sampling"),
+        _row("local energy", r, "local_energy"),
+        _row("gradients", r, "gradients"),
+        _row("sr/update", r, "sr"),
         f"  (parts above timed on {r['parts_batch']} walkers, one device)",
-        f"  full step     {r['step_s']:.4f} s (median of {r['repeats']}) on {r['n_ranks']} rank(s) "
+        _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
         f"x {r['devices_per_rank']} device(s)",
         f"  walker-steps/s {r['walker_steps_per_s']:.4g} total, "
         f"{r['walker_steps_per_s_per_rank']:.4g} per rank",
-    ])
+        f"  load average {_load(r.get('load_before'))} before, {_load(r.get('load_after'))} after "
+        f"({r.get('n_cpus')} CPUs)",
+    ]
+    lines += [f"  WARNING: {w}" for w in r.get("warnings", [])]
+    return "\n".join(lines)

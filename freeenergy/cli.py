@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import sys
+import textwrap
 import typing
 
 from freeenergy import config as config_mod
@@ -30,27 +31,39 @@ def _field_type(field):
     return hint
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Wraps help at spaces only, so ``--mc-steps`` is never split at its hyphen."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def add_config_flags(parser: argparse.ArgumentParser):
     """One flag per Config field, default None (meaning: not given on the command line)."""
-    group = parser.add_argument_group("run options (see freeenergy/config.py for their meaning)")
+    group = parser.add_argument_group(
+        "run options (in a --config file: the same names with underscores, mc_steps: 30)")
     for field in dataclasses.fields(Config):
         flag = "--" + field.name.replace("_", "-")
         hint = _field_type(field)
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        helptext = f"default: {default}"
+        # a field without HELP still gets its flag; tests/test_help.py catches the omission
+        shown = "unset" if default is None else default
+        helptext = f"{config_mod.HELP.get(field.name, '')} (default: {shown})".lstrip()
+        helptext = helptext.replace("%", "%%")  # argparse %-formats help strings
         if hint is bool:
             group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction,
                                default=None, help=helptext)
         elif field.name == "twist":
             group.add_argument(flag, dest=field.name, type=float, nargs="+", default=None,
-                               metavar="T", help="twist in units of 2 pi/L, one number per dimension; "
-                               "default: 0")
+                               metavar="T", help=helptext)
         elif hint is list or typing.get_origin(hint) is list:
             group.add_argument(flag, dest=field.name, type=int, nargs="+", default=None, help=helptext)
         else:
             group.add_argument(flag, dest=field.name, type=hint, default=None, help=helptext)
-    parser.add_argument("--config", dest="config_file", default=None,
-                        help="JSON or YAML file of options; command-line flags override it")
+    parser.add_argument("--config", dest="config_file", default=None, metavar="FILE",
+                        help="JSON or YAML file of run options (examples/ has some); its keys are "
+                        "the option names with underscores (mc_steps: 30) where the flags have "
+                        "hyphens (--mc-steps 30); command-line flags override it")
 
 
 def config_from_args(args, base: Config | None = None) -> Config:
@@ -68,20 +81,27 @@ def config_from_args(args, base: Config | None = None) -> Config:
 def _cmd_train(args) -> int:
     from freeenergy.train import driver
     if args.resume:
-        path = os.path.join(args.resume, "config.json")
-        if not os.path.exists(path):
-            raise ConfigError(f"--resume {args.resume}: no config.json there (not a run directory)")
-        with open(path) as fh:
-            saved = config_mod.from_dict(json.load(fh)["config"])
-        cfg = config_from_args(args, base=saved)
+        from freeenergy.train import rundir
+        if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
+            raise ConfigError(f"--out {args.out} cannot be combined with --resume {args.resume} "
+                              f"(a run continues in its own directory)")
+        saved = rundir.read_config(args.resume)
+        cfg = config_from_args(args, base=dataclasses.replace(saved))
         cfg.out = args.resume
+        conflicts = rundir.resume_conflicts(saved, cfg)
+        if conflicts:
+            raise ConfigError(f"--resume {args.resume}: these options differ from the run's own "
+                              f"and would make it another run: {'; '.join(conflicts)}. Only "
+                              f"{', '.join(sorted(config_mod.RESUME_MAY_CHANGE - {'out'}))} may "
+                              f"change on --resume; start a new run with another --out instead")
         return driver.train(cfg, resume=True)
     cfg = config_from_args(args)
     return driver.train(cfg, resume=False)
 
 
 def _cmd_summary(args) -> int:
-    from freeenergy.train import summary
+    from freeenergy.train import rundir, summary
+    rundir.read_config(args.run_dir)  # a clear error for a missing or damaged config.json
     if not os.path.exists(os.path.join(args.run_dir, "log.csv")):
         raise ConfigError(f"{args.run_dir}: no log.csv (not a run directory)")
     result = summary.compute_summary(args.run_dir)
@@ -120,20 +140,23 @@ def _cmd_bench(args) -> int:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="freeenergy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p_train = sub.add_parser("train", help="train (or resume) a variational free-energy run")
+    p_train = sub.add_parser("train", help="train (or resume) a variational free-energy run",
+                             formatter_class=HelpFormatter)
     add_config_flags(p_train)
     p_train.add_argument("--resume", metavar="DIR", default=None,
-                         help="continue the run in DIR from its last checkpoint (flags such as "
-                         "--steps override its saved config)")
+                         help="continue the run in DIR from its last checkpoint with its saved "
+                         "config.json; flags may change how it is run: --steps is the new total "
+                         "number of steps (not steps to add), --checkpoint-every, --eval-steps, ...")
     p_train.set_defaults(func=_cmd_train)
     p_sum = sub.add_parser("summary", help="print the summary of a finished or running run")
-    p_sum.add_argument("run_dir")
-    p_sum.add_argument("--json", action="store_true", help="print JSON")
+    p_sum.add_argument("run_dir", metavar="RUN_DIR", help="run directory (with its log.csv)")
+    p_sum.add_argument("--json", action="store_true", help="print JSON (the form of summary.json)")
     p_sum.set_defaults(func=_cmd_summary)
     p_eval = sub.add_parser(
         "eval", help="evaluate the frozen parameters of a run's last checkpoint: the variational "
         "bound to quote (writes RUN_DIR/eval.json)")
-    p_eval.add_argument("run_dir", metavar="RUN_DIR")
+    p_eval.add_argument("run_dir", metavar="RUN_DIR",
+                        help="run directory whose newest checkpoint is evaluated")
     p_eval.add_argument("--steps", type=int, default=200,
                         help="measured steps of the joint chain (default 200); error bars by "
                         "reblocking over steps")
@@ -150,10 +173,11 @@ def make_parser() -> argparse.ArgumentParser:
                         help="chain for (n, x): joint (exact, default of new runs) or redraw "
                         "(legacy, biased; to measure that bias)")
     p_eval.set_defaults(func=_cmd_eval)
-    p_bench = sub.add_parser("bench", help="time training steps (sampling, local energy, gradients, SR)")
+    p_bench = sub.add_parser("bench", help="time training steps (sampling, local energy, gradients, SR)",
+                             formatter_class=HelpFormatter)
     add_config_flags(p_bench)
-    p_bench.add_argument("--repeats", type=int, default=5, help="timed steps (median reported)")
-    p_bench.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation")
+    p_bench.add_argument("--repeats", type=int, default=5, help="timed steps, the median reported (default 5)")
+    p_bench.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation (default 1)")
     p_bench.add_argument("--json", action="store_true", help="print one JSON object")
     p_bench.set_defaults(func=_cmd_bench)
     slurm.add_subparser(sub)  # slurm {single,multi,array}: render / write / submit job scripts
@@ -161,6 +185,8 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from freeenergy.train import signals
+    signals.install_early()  # a SIGTERM/SIGUSR1 during start-up still ends in exit 75
     parser = make_parser()
     args = parser.parse_args(argv)
     from freeenergy import devices

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import typing
 from typing import Any, Optional
 
 SYSTEMS = ("ueg",)
@@ -63,6 +65,9 @@ class Config:
     sr_max_norm_flow: Optional[float] = None  # the bound for the flow group; None: sr_max_norm
     clip_eloc: float = 5.0         # clip E_loc in the GRADIENTS to mean +- this many mean absolute deviations; 0: off (estimates are never clipped)
     max_folded_fraction: float = 0.05  # stop (exit 1, no checkpoint of the bad state) when more walkers than this have det dz/dx <= 0
+    divergence_sigma: float = 30.0  # a step whose F rises this many sigma above its recent history (or any non-finite step) rewinds to the last checkpoint; 0: off
+    max_rewinds: int = 3           # rewinds allowed before the run stops with exit 1
+    rewind_lr_factor: float = 0.5  # every update is multiplied by this factor once more after each rewind
     # --- run control ---
     seed: int = 42
     out: str = "runs/default"
@@ -87,6 +92,97 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
+# One line of ``--help`` per field: meaning, unit and allowed values (the default is appended by
+# the CLI). tests/test_help.py checks that every field has one.
+HELP: dict[str, str] = {
+    # --- physical system ---
+    "system": 'physical system: "ueg", the uniform electron gas in a neutralizing background (the '
+              "only one so far)",
+    "dim": "spatial dimension: 2 or 3",
+    "n": "total number of electrons, integer >= 1 (even with --paramagnetic); at most the number "
+         "of states of the basis",
+    "rs": "Wigner-Seitz radius (bohr), > 0: the density",
+    "theta": "reduced temperature Theta = k_B T / E_F, > 0, with E_F of the infinite gas at the "
+             "same density and polarization",
+    "paramagnetic": "two spin species with n/2 electrons each; --no-paramagnetic: fully "
+                    "spin-polarized",
+    "coupling": "lambda multiplying the Coulomb energy, >= 0 (0: the ideal gas, exact; 1: the "
+                "physical gas)",
+    "twist": "twist of the boundary conditions in units of 2 pi/L, one number per dimension, each "
+             "in [-0.5, 0.5]; unset: 0 (Gamma point)",
+    "cutoff": "single-particle energy cutoff (Ha), > 0: the basis is every plane wave with "
+              "|k|^2/2 <= cutoff; unset: the smallest shell leaving fewer than --cutoff-tail "
+              "ideal-gas electrons above it",
+    "cutoff_tail": "with the default cutoff: expected number of ideal-gas electrons left above "
+                   "it, > 0",
+    "ewald_accuracy": "target accuracy of the Ewald sum (Ha), in (0, 1e-3)",
+    # --- models ---
+    "backflow": "use the sqrt-flow pair backflow z(x); --no-backflow: bare plane waves (z = x)",
+    "backflow_hidden": "hidden-layer widths of the backflow's pair networks, positive integers, "
+                       "one per layer",
+    "van_hidden": "hidden-layer widths of the VAN (MADE), positive integers, one per layer; unset: "
+                  "two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions "
+                  "(both spins)",
+    # --- sampling ---
+    "sampling": 'chain for (n, x): "joint", exact for p(n)|psi_n(x)|^2 (a VAN draw accepted by '
+                'the |psi|^2 ratio), or "redraw", legacy and biased (to measure that bias)',
+    "mc_steps": "all-electron Metropolis moves of x per training step, integer >= 1",
+    "mc_thermalize": "Metropolis moves before the first step, integer >= 0",
+    "mc_width": "initial Metropolis move width (bohr), >= 0; 0: 0.3 rs. It then adapts to "
+                "--mc-target-acceptance",
+    "mc_target_acceptance": "acceptance of the x moves that the move width adapts to, in (0, 1)",
+    "laplacian": 'kinetic-energy Laplacian, all exact: "analytic" (pair structure, fastest), '
+                 '"folx" (forward Laplacian) or "loop" (Hessian-vector reference)',
+    "eloc_chunk": "walkers per vectorized chunk of the local-energy evaluation, integer >= 1 "
+                  "(memory against speed)",
+    # --- optimization ---
+    "steps": "total number of training steps, integer >= 1; with --resume too (the run continues "
+             "up to this step, it does not add this many)",
+    "batch": "walkers (and VAN samples) per step, integer >= 2; over MPI ranks and devices the "
+             "global number, divisible by ranks x devices",
+    "optimizer": '"sr" (stochastic reconfiguration: natural gradient) or "adam"',
+    "lr": "learning rate, > 0 (SR: natural-gradient step; Adam: step size)",
+    "lr_van": "learning rate of the VAN parameters, > 0; unset: --lr",
+    "lr_flow": "learning rate of the flow parameters, > 0; unset: --lr",
+    "lr_decay_steps": "learning-rate decay lr / (1 + step / this) (steps), >= 0; 0: constant",
+    "sr_damping": "diagonal shift of the SR Fisher matrices, > 0",
+    "sr_max_norm": "trust region: bound on the Fisher norm of each SR update, > 0",
+    "sr_max_norm_van": "the --sr-max-norm bound for the VAN parameters, > 0; unset: --sr-max-norm",
+    "sr_max_norm_flow": "the --sr-max-norm bound for the flow parameters, > 0; unset: --sr-max-norm",
+    "clip_eloc": "clip the local energies entering the gradients to mean +- this many mean absolute "
+                 "deviations, >= 0; 0: off (reported estimates are never clipped)",
+    "max_folded_fraction": "the run stops (exit 1, no checkpoint of that state) when more than "
+                           "this fraction of the walkers has det dz/dx <= 0 (a folded flow), in "
+                           "[0, 1]",
+    # --- run control ---
+    "seed": "seed of every random stream, integer in [0, 2^63 - 1] (same seed, same machine: "
+            "same numbers)",
+    "out": "run directory, created: config.json, log.csv, checkpoints/, summary.json",
+    "checkpoint_every": "steps between checkpoints, integer >= 1 (one is also written at the end "
+                        "and on SIGTERM/SIGUSR1)",
+    "average_fraction": "final fraction of the training steps averaged in summary.json, in (0, 1]",
+    "progress_every": "steps between progress lines, integer >= 1",
+    "eval_steps": "after training, evaluate the frozen parameters for this many steps "
+                  "(eval.json), integer >= 0; 0: no evaluation",
+    "watchdog_factor": "a step slower than this many times the median step ends the run with "
+                       "exit 75 (resumable), > 0",
+    "watchdog_min_s": "the watchdog never ends a step shorter than this (s), > 0",
+    "watchdog_first_s": "time limit (s) of set-up and the first step (compilation), > 0",
+    "divergence_sigma": "a step whose F rises more than this many standard deviations above the "
+                        "recent history, or any non-finite step, rewinds to the last checkpoint "
+                        "with a lower step size, >= 0; 0: no such check",
+    "max_rewinds": "rewinds allowed before the run stops with exit 1, integer >= 0",
+    "rewind_lr_factor": "factor multiplying every update after each rewind, in (0, 1)",
+}
+
+# Options that may differ between a run and its ``--resume`` (run control only: how long, how
+# often to write, when to stop); every other option defines the run and must not change.
+RESUME_MAY_CHANGE = frozenset({
+    "steps", "out", "checkpoint_every", "progress_every", "average_fraction", "eval_steps",
+    "eloc_chunk", "watchdog_factor", "watchdog_min_s", "watchdog_first_s",
+    "max_folded_fraction", "divergence_sigma", "max_rewinds", "rewind_lr_factor"})
+SEED_MAX = 2 ** 63 - 1  # jax.random.PRNGKey takes a signed 64-bit integer
+
 
 def from_dict(values: dict[str, Any], base: Optional[Config] = None) -> Config:
     """Overlays ``values`` on ``base`` (or the defaults); unknown keys are an error."""
@@ -100,17 +196,77 @@ def from_dict(values: dict[str, Any], base: Optional[Config] = None) -> Config:
 
 
 def load_file(path: str) -> dict:
-    """Reads a JSON or YAML config file into a dict."""
-    with open(path) as fh:
-        text = fh.read()
+    """Reads a JSON or YAML config file into a dict; ConfigError naming the file (and the line,
+    where the parser gives one) when it is missing, not a file, unreadable or malformed."""
+    if os.path.isdir(path):
+        raise ConfigError(f"--config {path} is a directory, not a config file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read it ({exc})") from None
     if path.endswith((".yaml", ".yml")):
         import yaml
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--config {path}: malformed YAML: "
+                              f"{' '.join(str(exc).split())}") from None
+        data = {} if data is None else data
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config {path}: malformed JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of option: value")
+        raise ConfigError(f"--config {path} must hold a mapping of option: value, "
+                          f"got {type(data).__name__}")
     return data
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _type_error(name: str, expected: str, value) -> ConfigError:
+    return ConfigError(f"{_flag(name)} (file key {name}) must be {expected}, "
+                       f"got {value!r} ({type(value).__name__})")
+
+
+def check_types(cfg: "Config") -> None:
+    """Checks every value against its field's declared type, whether it came from a flag or a
+    file: booleans must be true/false (not "no", not 1), integers integers (not 2.5, not true),
+    numbers finite numbers, strings strings, lists lists of the right items. Raises ConfigError
+    naming the first bad option."""
+    hints = typing.get_type_hints(Config)
+    for name in FIELDS:
+        value = getattr(cfg, name)
+        hint = hints[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is typing.Union:
+            if value is None:
+                continue
+            hint = args[0]
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise _type_error(name, "true or false", value)
+        elif hint is int:
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise _type_error(name, "an integer", value)
+        elif hint is float:
+            if not _is_number(value):
+                raise _type_error(name, "a finite number", value)
+        elif hint is str:
+            if not isinstance(value, str):
+                raise _type_error(name, "a string", value)
+        elif hint is list:
+            if not isinstance(value, list):
+                raise _type_error(name, "a list", value)
+            if name == "twist":
+                if not all(_is_number(t) for t in value):
+                    raise _type_error(name, "a list of finite numbers, one per dimension", value)
+            elif not all(isinstance(w, int) and not isinstance(w, bool) for w in value):
+                raise _type_error(name, "a list of integers", value)
 
 
 def _positive(cfg, name):
@@ -137,6 +293,7 @@ def _positive_int(cfg, name, minimum=1):
 
 def validate(cfg: Config) -> Config:
     """Checks every option; raises ConfigError naming the first bad one. Returns cfg (twist normalized)."""
+    check_types(cfg)
     if cfg.system not in SYSTEMS:
         raise ConfigError(f"--system must be one of {SYSTEMS}, got {cfg.system!r}")
     if cfg.dim not in (2, 3):
@@ -200,6 +357,12 @@ def validate(cfg: Config) -> Config:
     _positive_int(cfg, "progress_every")
     if not _is_number(cfg.average_fraction) or not 0 < cfg.average_fraction <= 1:
         raise ConfigError(f"--average-fraction must lie in (0, 1], got {cfg.average_fraction}")
-    if not isinstance(cfg.seed, int):
-        raise ConfigError(f"--seed must be an integer, got {cfg.seed!r}")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or not 0 <= cfg.seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be an integer in [0, 2^63 - 1], got {cfg.seed!r}")
+    _non_negative(cfg, "divergence_sigma")
+    _positive_int(cfg, "max_rewinds", minimum=0)
+    if not _is_number(cfg.rewind_lr_factor) or not 0 < cfg.rewind_lr_factor < 1:
+        raise ConfigError(f"--rewind-lr-factor must lie in (0, 1), got {cfg.rewind_lr_factor!r}")
+    if not isinstance(cfg.out, str) or not cfg.out.strip():
+        raise ConfigError(f"--out must be a directory path, got {cfg.out!r}")
     return cfg

@@ -165,7 +165,7 @@ def test_short_interacting_run_lowers_the_free_energy():
     state = built.init_state(jax.random.PRNGKey(0))
     f = []
     for t in range(40):
-        state, stats = built.step(state, jax.random.PRNGKey(t))
+        state, stats = built.step(state, jax.random.PRNGKey(t), 1.0)
         f.append((float(stats["F"]), float(stats["F_var"])))
     first = np.array(f[:8])
     last = np.array(f[-8:])

@@ -51,7 +51,7 @@ def test_no_lapack_kernel_in_the_step_gets_a_batch():
     built = build(cfg)
     state = built.init_state(jax.random.PRNGKey(0))
     key = jax.random.PRNGKey(1)
-    for text in (built.step.lower(state, key).as_text(),
+    for text in (built.step.lower(state, key, 1.0).as_text(),
                  built.eval_step.lower(state.params, state.sampler, key).as_text()):
         calls = _lapack_batch_dims(text)
         assert len(calls) >= 4                       # slogdets, inverses, their derivatives

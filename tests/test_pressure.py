@@ -40,7 +40,7 @@ def test_ideal_gas_virial_pressure_is_minus_dF_dOmega(dim, n):
     state = built.init_state(jax.random.PRNGKey(0))
     values = []
     for t in range(4):
-        state, stats = built.step(state, jax.random.PRNGKey(t))
+        state, stats = built.step(state, jax.random.PRNGKey(t), 1.0)
         values.append((float(stats["P"]), float(stats["P_var"])))
         # the same sample: P equals 2K/(dim Omega) at coupling 0
         assert abs(float(stats["P"]) - 2 * float(stats["K"]) / (dim * s.volume)) < 1e-12

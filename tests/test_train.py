@@ -25,7 +25,7 @@ def test_ideal_gas_limit_is_exact(paramagnetic, n):
     exact = built.system.ideal_gas()["F"] * built.system.n_electrons
     state = built.init_state(jax.random.PRNGKey(0))
     for t in range(3):
-        state, stats = built.step(state, jax.random.PRNGKey(t))
+        state, stats = built.step(state, jax.random.PRNGKey(t), 1.0)
         assert abs(float(stats["F"]) - exact) < 1e-10 * max(1.0, abs(exact))
         assert float(stats["F_var"]) < 1e-20  # zero-variance: p(n) is exact, E_loc = sum eps
 
@@ -35,6 +35,6 @@ def test_same_seed_same_numbers():
     outs = []
     for _ in range(2):
         state = a.init_state(jax.random.PRNGKey(3))
-        state, stats = a.step(state, jax.random.PRNGKey(4))
+        state, stats = a.step(state, jax.random.PRNGKey(4), 1.0)
         outs.append(float(stats["F"]))
     assert outs[0] == outs[1]

@@ -32,13 +32,18 @@ def save(directory: str, state, step: int, keep: int = 2, meta: Optional[dict] =
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
     path = os.path.join(directory, PATTERN.format(step=step))
     tmp = path + ".tmp"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, step=np.asarray(step), n_leaves=np.asarray(len(leaves)),
-                 **{f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()},
-                 **{f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)})
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, step=np.asarray(step), n_leaves=np.asarray(len(leaves)),
+                     **{f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()},
+                     **{f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)})
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # e.g. ENOSPC: no partial file stays behind; older checkpoints kept
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
@@ -55,6 +60,11 @@ def list_checkpoints(directory: str) -> list[str]:
     return sorted(f for f in files if re.fullmatch(r"ckpt_\d{8}\.npz", os.path.basename(f)))
 
 
+def step_of(path: str) -> int:
+    """The step in a checkpoint's file name."""
+    return int(os.path.basename(path)[len("ckpt_"):-len(".npz")])
+
+
 def latest(directory: str) -> Optional[str]:
     files = list_checkpoints(directory)
     return files[-1] if files else None
@@ -62,7 +72,7 @@ def latest(directory: str) -> Optional[str]:
 
 def read(path: str):
     """(leaves: list of arrays, step: int, meta: dict) of checkpoint ``path``."""
-    with np.load(path) as data:
+    with np.load(path, allow_pickle=False) as data:
         n_leaves = int(data["n_leaves"])
         leaves = [np.asarray(data[f"leaf_{i:05d}"]) for i in range(n_leaves)]
         meta = {k[5:]: data[k].item() for k in data.files if k.startswith("meta_")}

@@ -32,14 +32,17 @@ from freeenergy.physics.units import KB_HA_PER_K
 from freeenergy.samplers import (SamplerState, initial_positions, make_joint_sampler,
                                  make_metropolis, make_width_adaptation)
 from freeenergy.system import System, make_system
-from freeenergy.train import checkpoint, summary
+from freeenergy.train import checkpoint, rundir, summary
+from freeenergy.train.guards import DivergenceMonitor
+from freeenergy.train.signals import Signals
 from freeenergy.train.watchdog import Watchdog
 from freeenergy.train.step import (StepModels, StepParts, StepPhysics, TrainState,
                                    make_eval_step, make_step_parts, make_train_step)
 
 LOG_COLUMNS = ("step", "F", "F_err", "E", "E_err", "K", "V", "S", "S_err", "P", "P_err",
                "acceptance", "n_acceptance", "width", "folded", "update_norm", "elapsed_s")
-EXIT_INTERRUPTED = 75  # checkpoint written after SIGTERM/SIGUSR1; resume with --resume
+EXIT_FAILED = 1        # the run stopped: diverged after --max-rewinds rewinds, or the flow folded
+EXIT_INTERRUPTED = 75  # resumable: SIGTERM/SIGUSR1, watchdog, or a failed write (disk full)
 
 
 @dataclasses.dataclass
@@ -52,7 +55,7 @@ class Built:
     global_state: Callable  # key -> TrainState with ALL walkers (unthermalized; checkpoint layout)
     init_state: Callable    # key -> TrainState with this rank's walkers, thermalized
     to_local: Callable      # TrainState with all walkers -> this rank's share, on its devices
-    step: Callable          # jitted (state, key) -> (state, stats), sharded over local devices
+    step: Callable          # jitted (state, key, update_scale) -> (state, stats), sharded over local devices
     n_params: dict
     parts: StepParts        # the pure pieces of the step (see train.step.make_step_parts)
     eval_step: Callable     # jitted (params, sampler, key) -> (sampler, stats), frozen parameters
@@ -97,7 +100,7 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     sampler_spec = SamplerState(x=W, n=W, width=R)
     state_spec = TrainState(params=R, opt_state=R, sampler=sampler_spec, step=R)
     step = devices.shard_step(make_train_step(parts, collectives, adapt),
-                              (state_spec, R), (state_spec, R))
+                              (state_spec, R, R), (state_spec, R))
     eval_steps = {adapt_flag: devices.shard_step(
         make_eval_step(parts, collectives, adapt, adapt=adapt_flag),
         (R, sampler_spec, R), (sampler_spec, R)) for adapt_flag in (False, True)}
@@ -172,26 +175,6 @@ def resolved_config(built: Built) -> dict:
     }
 
 
-class Signals:
-    """Turns SIGTERM/SIGUSR1 into a flag checked between steps."""
-
-    def __init__(self):
-        self.received: Optional[int] = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
 def _format_time(seconds: float) -> str:
     seconds = max(0, int(seconds))
     h, rem = divmod(seconds, 3600)
@@ -199,42 +182,101 @@ def _format_time(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
-def _truncate_log(path: str, last_step: int):
-    """Keeps the header and rows with step <= last_step (rows after a checkpoint are redone)."""
-    if not os.path.exists(path):
-        return
-    with open(path) as fh:
-        lines = fh.readlines()
-    kept = [lines[0]] + [ln for ln in lines[1:] if ln.strip() and int(ln.split(",")[0]) <= last_step]
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.writelines(kept)
-    os.replace(tmp, path)
+class RunFault(Exception):
+    """A write into the run directory failed (e.g. the disk is full): the run stops with the
+    pre-emption status (75) so a requeue retries; the last good checkpoint is kept."""
 
 
-def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int):
-    """Collective: gathers every rank's walkers; rank 0 writes one atomic checkpoint."""
+def on_root(lay: devices.Layout, fn: Callable, *args):
+    """``fn(*args)`` on rank 0 only, its (small, picklable) result on every rank. A ConfigError
+    or an OSError (as RunFault) raised there is raised on every rank, so all ranks stop alike."""
+    result, error = None, None
+    if lay.is_root:
+        try:
+            result = fn(*args)
+        except ConfigError as exc:
+            error = ("config", str(exc))
+        except OSError as exc:
+            error = ("fault", f"{getattr(exc, 'filename', None) or 'run directory'}: {exc.strerror or exc}")
+    result, error = devices.bcast((result, error))
+    if error is not None:
+        raise (ConfigError if error[0] == "config" else RunFault)(error[1])
+    return result
+
+
+def _preflight(cfg: Config, resume: bool, lock: rundir.RunLock, out):
+    """Rank 0, before anything is built: checks the run directory; for a resume also takes the
+    one-writer lock, removes stale temporary files and finds the newest intact checkpoint
+    (returned; None if there is none)."""
+    run_dir = cfg.out
+    if not resume:
+        if os.path.exists(os.path.join(run_dir, "config.json")):
+            raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to "
+                              f"continue it or choose another --out")
+        rundir.check_writable(run_dir)
+        return None
+    lock.acquire()
+    for path in rundir.remove_stale_tmp(run_dir):
+        print(f"removed {path} (left behind by an interrupted write)", file=out, flush=True)
+    found = rundir.newest_intact_checkpoint(os.path.join(run_dir, "checkpoints"),
+                                            warn=lambda msg: print(msg, file=out, flush=True))
+    if found is not None and cfg.steps < found[2]:
+        raise ConfigError(f"--steps {cfg.steps} is below the {found[2]} steps this run has done "
+                          f"(--steps is the total number of steps, also on --resume)")
+    return found
+
+
+def _create_run_dir(run_dir: str, lock: rundir.RunLock) -> None:
+    try:
+        os.makedirs(run_dir, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--out {run_dir}: cannot create it ({exc.strerror})") from None
+    lock.acquire()
+    if os.path.exists(os.path.join(run_dir, "config.json")):  # another process got here first
+        raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir}")
+
+
+def _write_config(run_dir: str, resolved: dict) -> None:
+    path = os.path.join(run_dir, "config.json")
+    try:
+        with open(path + ".tmp", "w") as fh:
+            json.dump(resolved, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(path + ".tmp", path)
+    except OSError:
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        raise
+
+
+def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int, log, meta: dict):
+    """Collective: gathers every rank's walkers; rank 0 fsyncs log.csv and writes one atomic
+    checkpoint (refusing non-finite parameters). Raises RunFault on every rank if the write
+    failed (the partial file is removed, older checkpoints stay)."""
     x_all = devices.gather_rows(devices.fetch_walkers(state.sampler.x))
     n_all = devices.gather_rows(devices.fetch_walkers(state.sampler.n))
-    if built.layout.is_root:
-        state = state._replace(sampler=state.sampler._replace(x=x_all, n=n_all))
+
+    def write():
+        params = [np.asarray(p) for p in jax.tree.leaves(state.params)]
+        if not all(np.all(np.isfinite(p)) for p in params):
+            raise RuntimeError(f"refusing to write checkpoint {step}: non-finite parameters")
+        log.flush()
+        os.fsync(log.fileno())
         lay = built.layout
-        checkpoint.save(ckpt_dir, state, step,
-                        meta={"n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local})
+        checkpoint.save(ckpt_dir, state._replace(sampler=state.sampler._replace(x=x_all, n=n_all)),
+                        step, meta={"n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local, **meta})
+
+    on_root(built.layout, write)
 
 
-def _load_checkpoint(built: Built, ckpt_dir: str, init_key, out):
-    """Collective: rank 0 reads the newest checkpoint, every rank takes its walkers.
-    Returns (state, step) or None when there is no checkpoint."""
-    found = None
-    if built.layout.is_root:
-        path = checkpoint.latest(ckpt_dir)
-        found = (path, *checkpoint.read(path)) if path else None
-    found = devices.bcast(found)
-    if found is None:
-        return None
+def _restore(built: Built, found, init_key, out):
+    """(state with this rank's walkers, step, meta) from a ``newest_intact_checkpoint`` result."""
     path, leaves, step, meta = found
-    state = checkpoint.fill(jax.eval_shape(built.global_state, init_key), leaves, path)
+    try:
+        state = checkpoint.fill(jax.eval_shape(built.global_state, init_key), leaves, path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     lay = built.layout
     written = (meta.get("n_ranks", 1), meta.get("devices_per_rank", 1))
     if written != (lay.n_ranks, lay.n_local):
@@ -242,19 +284,53 @@ def _load_checkpoint(built: Built, ckpt_dir: str, init_key, out):
               f"now {lay.describe()}: the {built.cfg.batch} walkers are redistributed, and the "
               f"random stream differs from an uninterrupted run", file=out, flush=True)
     print(f"resumed from {path} at step {step}", file=out, flush=True)
-    return built.to_local(state), step
+    return built.to_local(state), step, meta
+
+
+def _history(rows: list) -> list:
+    """(step, F, F_err, update_norm, elapsed_s) of log rows (strings)."""
+    col = {name: i for i, name in enumerate(LOG_COLUMNS)}
+    out = []
+    for line in rows:
+        v = line.strip().split(",")
+        out.append((int(v[0]), float(v[col["F"]]), float(v[col["F_err"]]),
+                    float(v[col["update_norm"]]), float(v[col["elapsed_s"]])))
+    return out
+
+
+def _reset_log(log_path: str, last_step: int, out) -> list:
+    """Cuts log.csv back to ``last_step`` (dropping torn rows, with a warning); its history."""
+    kept, dropped = rundir.repair_log(log_path, ",".join(LOG_COLUMNS), last_step)
+    if dropped:
+        print(f"warning: {log_path}: dropped {dropped} torn or garbled row(s)", file=out,
+              flush=True)
+    return _history(kept)
 
 
 def train(cfg: Config, resume: bool = False, out=None) -> int:
-    """Runs (or resumes) training in cfg.out; returns the process exit status.
+    """Runs (or resumes) training in cfg.out; returns the process exit status (0 finished,
+    1 failed, 75 interrupted and resumable; bad input raises ConfigError: status 2).
 
     Under MPI every rank calls this; rank 0 alone prints and writes files (to ``out``, default
-    the current sys.stdout)."""
+    the current sys.stdout) and holds the run directory's lock."""
     validate(cfg)
     out = sys.stdout if out is None else out
+    lay = devices.layout()
+    lock = rundir.RunLock(cfg.out)
     with Signals() as signals:   # from the start: a signal during set-up or shutdown is not fatal
         with Watchdog(cfg.watchdog_factor, cfg.watchdog_min_s, cfg.watchdog_first_s) as dog:
-            return _train(cfg, resume, out, signals, dog)
+            try:
+                found = on_root(lay, _preflight, cfg, resume, lock, out)
+                return _train(cfg, resume, out, signals, dog, lay, lock, found)
+            except RunFault as exc:
+                if lay.is_root:
+                    print(f"error: writing the run directory failed: {exc}; the partial file was "
+                          f"removed and the last good checkpoint kept; free space and continue "
+                          f"with `freeenergy.py train --resume {cfg.out}` (exit 75)", file=out,
+                          flush=True)
+                return EXIT_INTERRUPTED
+            finally:
+                lock.release()
 
 
 def _log_row(step: int, st: dict, n_el: int, batch: int, elapsed: float) -> list:
@@ -266,42 +342,47 @@ def _log_row(step: int, st: dict, n_el: int, batch: int, elapsed: float) -> list
             st["n_acceptance"], st["width"], st["folded"], st["update_norm"], elapsed]
 
 
-def _train(cfg: Config, resume: bool, out, signals: "Signals", dog: Watchdog) -> int:
-    lay = devices.layout()
+def _step_key(loop_key, t: int, rewinds: int):
+    """The key of step t: fold_in(key, t), folded once more with the rewind count after a
+    rewind (a redone step must not repeat the random numbers that led to the bad one)."""
+    key = jax.random.fold_in(loop_key, t)
+    return jax.random.fold_in(key, rewinds) if rewinds else key
+
+
+def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
+           lay: devices.Layout, lock: rundir.RunLock, found) -> int:
     if not lay.is_root:
         out = open(os.devnull, "w")
     run_dir = cfg.out
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     log_path = os.path.join(run_dir, "log.csv")
-    exists = devices.bcast(os.path.exists(os.path.join(run_dir, "config.json")))
-    if not resume and exists:
-        raise ConfigError(f"--out {run_dir} already holds a run; use --resume {run_dir} to continue "
-                          f"it or choose another --out")
     built = build(cfg, lay)
-    base_key = jax.random.PRNGKey(cfg.seed)
-    init_key, loop_key = jax.random.split(base_key)
+    init_key, loop_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
     n_el = built.system.n_electrons
-    loaded = _load_checkpoint(built, ckpt_dir, init_key, out) if resume else None
-    if lay.is_root:
-        os.makedirs(run_dir, exist_ok=True)
-        with open(os.path.join(run_dir, "config.json.tmp"), "w") as fh:
-            json.dump(resolved_config(built), fh, indent=2, sort_keys=True)
-        os.replace(os.path.join(run_dir, "config.json.tmp"), os.path.join(run_dir, "config.json"))
-    if loaded is not None:
-        state, start = loaded
-        if lay.is_root:
-            _truncate_log(log_path, start)
-    else:
-        if resume:
-            print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=out, flush=True)
+    if not resume:
+        on_root(lay, _create_run_dir, run_dir, lock)
+
+    def start_from(found):
+        """(state, step, meta) from a checkpoint, or the thermalized initial state."""
+        if found is not None:
+            return _restore(built, found, init_key, out)
         dog.begin("set-up (thermalization)")
         state = built.init_state(init_key)
         jax.block_until_ready(state)
         dog.end(record=False)
-        start = 0
-        if lay.is_root:
-            with open(log_path, "w") as fh:
-                fh.write(",".join(LOG_COLUMNS) + "\n")
+        return state, 0, {}
+
+    if resume and found is None:
+        print(f"no checkpoint in {ckpt_dir}: starting from step 0", file=out, flush=True)
+    state, start, meta = start_from(found)
+    on_root(lay, _write_config, run_dir, resolved_config(built))
+    history = on_root(lay, _reset_log, log_path, start, out)
+    monitor = DivergenceMonitor(cfg.divergence_sigma)
+    for step_, f, f_err, norm, _ in history:
+        monitor.accept(step_, f, f_err, norm)
+    update_scale = float(meta.get("update_scale", 1.0))
+    rewinds = int(meta.get("rewinds", 0))
+    elapsed0 = float(meta.get("elapsed_s", history[-1][4] if history else 0.0))
 
     s = built.system
     print(f"freeenergy {version.code_version()} | {cfg.system} dim={cfg.dim} n={cfg.n} rs={cfg.rs} "
@@ -310,54 +391,93 @@ def _train(cfg: Config, resume: bool, out, signals: "Signals", dog: Watchdog) ->
           f"{s.basis.n_states} states/spin | params van={built.n_params['van']} flow={built.n_params['flow']} "
           f"| {cfg.batch} walkers on {lay.describe()} ({devices.describe()})",
           file=out, flush=True)
+    if rewinds:
+        print(f"(after {rewinds} rewind(s): updates scaled by {update_scale:g})", file=out, flush=True)
     status = 0
-    t0 = time.time()
-    t_first = None
+    t0 = time.time() - elapsed0
+    t_first, first_done = None, None
+    t = start
     log = open(log_path, "a") if lay.is_root else open(os.devnull, "w")
-    with log:
+    try:
+        if devices.any_rank(signals.received is not None):   # before the first step: no new state
+            print("signal received during set-up: nothing new to save; continue with "
+                  f"`freeenergy.py train --resume {run_dir}`", file=out, flush=True)
+            return EXIT_INTERRUPTED
         writer = csv.writer(log)
-        for t in range(start, cfg.steps):
+        while t < cfg.steps:
             dog.begin(f"step {t + 1}")
-            state, stats = built.step(state, jax.random.fold_in(loop_key, t))
+            new_state, stats = built.step(state, _step_key(loop_key, t, rewinds), update_scale)
             st = {k: float(v) for k, v in jax.device_get(stats).items()}
             dog.end(record=t_first is not None)  # the first step compiles: not a step time
-            if not np.isfinite(st["F"]):
-                print(f"step {t + 1}: non-finite free energy; stopping (last checkpoint kept)",
-                      file=out, flush=True)
-                return 1
             row = _log_row(t + 1, st, n_el, cfg.batch, time.time() - t0)
-            writer.writerow([row[0]] + [f"{v:.12g}" for v in row[1:]])
-            log.flush()
+            problem = monitor.check(row[1], row[2], st["update_norm"], st["params_finite"] > 0.5)
+            if problem:
+                if rewinds >= cfg.max_rewinds:
+                    print(f"step {t + 1}: {problem}; stopping after {rewinds} rewind(s) "
+                          f"(--max-rewinds {cfg.max_rewinds}); the last checkpoint is kept and "
+                          f"holds finite parameters; lower --lr or --sr-max-norm (exit 1)",
+                          file=out, flush=True)
+                    return EXIT_FAILED
+                bad_step = t + 1
+                rewinds += 1
+                update_scale *= cfg.rewind_lr_factor
+                log.close()
+                found = on_root(lay, rundir.newest_intact_checkpoint, ckpt_dir,
+                                 lambda msg: print(msg, file=out, flush=True))
+                state, t, _ = start_from(found)
+                monitor.prune(t)
+                on_root(lay, _reset_log, log_path, t, out)
+                log = open(log_path, "a") if lay.is_root else open(os.devnull, "w")
+                writer = csv.writer(log)
+                print(f"step {bad_step}: {problem}; rewound to step {t} (rewind {rewinds} of "
+                      f"{cfg.max_rewinds}), updates now scaled by {update_scale:g}", file=out,
+                      flush=True)
+                continue
+            state = new_state
+            done = t + 1
+            monitor.accept(done, row[1], row[2], st["update_norm"])
+            fault = None
+            if lay.is_root:
+                try:
+                    writer.writerow([row[0]] + [f"{v:.12g}" for v in row[1:]])
+                    log.flush()
+                except OSError as exc:
+                    fault = f"{log_path}: {exc.strerror or exc}"
             if st["folded"] > cfg.max_folded_fraction:
-                print(f"step {t + 1}: the flow is no longer a bijection: {st['folded']:.1%} of the "
+                print(f"step {done}: the flow is no longer a bijection: {st['folded']:.1%} of the "
                       f"walkers have det dz/dx <= 0 (limit --max-folded-fraction "
                       f"{cfg.max_folded_fraction}); stopping without a checkpoint of this state "
-                      f"(last checkpoint kept); lower --lr-flow or --sr-max-norm-flow",
+                      f"(last checkpoint kept); lower --lr-flow or --sr-max-norm-flow (exit 1)",
                       file=out, flush=True)
-                return 1
+                return EXIT_FAILED
             if t_first is None:
-                t_first = time.time()  # first step includes compilation
-            done = t + 1
+                t_first, first_done = time.time(), done  # the first step includes compilation
             if done % cfg.progress_every == 0 or done == cfg.steps:
-                timed = done - start - 1
+                timed = done - first_done
                 rate = timed / (time.time() - t_first) if timed > 0 else None
                 speed = (f"{rate:.3g} step/s  ETA {_format_time((cfg.steps - done) / rate)}"
                          if rate else "(first step: compiled)")
                 print(f"step {done}/{cfg.steps}  F={row[1]:.6f}({row[2]:.1e})  E={row[3]:.6f}  "
                       f"S={row[7]:.4f}  acc={st['acceptance']:.2f}/{st['n_acceptance']:.2f}  "
                       f"{speed}", file=out, flush=True)
+            if devices.any_rank(fault is not None):
+                raise RunFault(fault or "log.csv (on rank 0)")
             last = done == cfg.steps
             stop = devices.any_rank(signals.received is not None)  # all ranks stop together
             if done % cfg.checkpoint_every == 0 or last or stop:
-                log.flush()
-                _save_checkpoint(built, ckpt_dir, state, done)
+                _save_checkpoint(built, ckpt_dir, state, done, log,
+                                 {"update_scale": update_scale, "rewinds": rewinds,
+                                  "elapsed_s": time.time() - t0})
+            t = done
             if stop and not last:
                 name = (signal.Signals(signals.received).name if signals.received is not None
                         else "signal (on another rank)")
                 print(f"{name} received: checkpoint written at step {done}; continue with "
-                      f"`freeenergy.py train --resume {run_dir}`", file=out, flush=True)
+                      f"`freeenergy.py train --resume {run_dir}` (exit 75)", file=out, flush=True)
                 status = EXIT_INTERRUPTED
                 break
+    finally:
+        log.close()
     if lay.is_root:
         result = summary.write_summary(run_dir)
         if status == 0:

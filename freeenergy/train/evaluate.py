@@ -29,10 +29,10 @@ import jax
 import numpy as np
 
 from freeenergy import devices, version
-from freeenergy.config import Config, ConfigError, from_dict, validate
+from freeenergy.config import SEED_MAX, Config, ConfigError, validate
 from freeenergy.estimators import blocking
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, KB_HA_PER_K
-from freeenergy.train import checkpoint
+from freeenergy.train import checkpoint, rundir
 from freeenergy.train.summary import finite_or_none
 
 DEFAULT_BURN_IN = 20
@@ -150,16 +150,9 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
 
 
 def load_run_config(run_dir: str) -> Config:
-    """The resolved Config saved in RUN_DIR/config.json."""
-    path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{run_dir}: no config.json there (not a run directory)")
-    try:
-        with open(path) as fh:
-            saved = json.load(fh)["config"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ConfigError(f"{path} cannot be read as a run config: {exc}") from None
-    return validate(from_dict(saved))
+    """The resolved Config saved in RUN_DIR/config.json (ConfigError if missing or damaged)."""
+    from freeenergy.train import rundir
+    return rundir.read_config(run_dir)
 
 
 def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
@@ -173,23 +166,28 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
         raise ConfigError(f"--steps must be an integer >= 2, got {steps!r}")
     if not isinstance(burn_in, int) or burn_in < 0:
         raise ConfigError(f"--burn-in must be an integer >= 0, got {burn_in!r}")
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise ConfigError(f"--seed must be an integer in [0, 2^63 - 1], got {seed!r}")
     train_cfg = load_run_config(run_dir)
     overrides = {k: v for k, v in (("batch", batch), ("mc_steps", mc_steps),
                                    ("sampling", sampling)) if v is not None}
     cfg = validate(dataclasses.replace(train_cfg, **overrides))
     lay = devices.layout()
     ckpt_dir = os.path.join(run_dir, "checkpoints")
-    path = checkpoint.latest(ckpt_dir) if lay.is_root else None
-    path = devices.bcast(path)
-    if path is None:
+    from freeenergy.train.driver import on_root
+    found = on_root(lay, rundir.newest_intact_checkpoint, ckpt_dir,
+                     lambda msg: print(msg, file=out or sys.stdout, flush=True))
+    if found is None:
         raise ConfigError(f"{run_dir}: no checkpoint in {ckpt_dir} to evaluate")
+    path, leaves, ckpt_step, _ = found
     train_built = build(train_cfg, lay) if cfg.batch != train_cfg.batch else None
     built = build(cfg, lay)
-    found = devices.bcast(checkpoint.read(path) if lay.is_root else None)
-    leaves, ckpt_step, _ = found
     init_key = jax.random.split(jax.random.PRNGKey(train_cfg.seed))[0]
     template = jax.eval_shape((train_built or built).global_state, init_key)
-    state = checkpoint.fill(template, leaves, path)
+    try:
+        state = checkpoint.fill(template, leaves, path)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if train_built is not None:  # other batch: the checkpoint's walkers, repeated or cut
         rows = np.resize(np.arange(train_cfg.batch), cfg.batch)
         sampler = state.sampler._replace(x=np.asarray(state.sampler.x)[rows],

@@ -263,13 +263,14 @@ def make_update(parts: StepParts, collectives) -> Callable:
     log-probabilities, scores, acceptances) of all shards, after which every shard computes the
     same estimates and the same update from the same numbers."""
 
-    def update(params, opt_state, draw: Draw):
+    def update(params, opt_state, draw: Draw, update_scale=1.0):
         eloc, e_parts = parts.local_energy(params["flow"], draw.x, draw.n)
         terms = per_walker_terms(parts, params, draw, eloc, e_parts)
         packed, unpack = pack_rows(terms)
         full = unpack(collectives.gather(packed))
         grads, scores, stats = parts.estimate(params, full)
         updates, opt_state = parts.optimizer.update(grads, opt_state, params, scores=scores)
+        updates = jax.tree.map(lambda u: update_scale * u, updates)
         return optax.apply_updates(params, updates), opt_state, grads, updates, stats
 
     return update
@@ -282,18 +283,24 @@ def _shard_key(key, collectives):
 
 
 def make_train_step(parts: StepParts, collectives, adapt_width: Callable) -> Callable:
-    """Composes the parts into step(state, key) -> (state, stats) for ONE shard (see the module
-    docstring); run it with ``devices.shard_step``. Each shard draws its own random stream
-    (the step key folded with the global shard index when there is more than one shard).
-    stats also holds ``update_norm``, the Euclidean norm of the parameter update."""
+    """Composes the parts into step(state, key, update_scale) -> (state, stats) for ONE shard
+    (see the module docstring); run it with ``devices.shard_step``. Each shard draws its own
+    random stream (the step key folded with the global shard index when there is more than one
+    shard). ``update_scale`` (scalar, 1 normally) multiplies the optimizer's update: the driver
+    lowers it after rewinding a diverged run. stats also holds ``update_norm``, the Euclidean
+    norm of the (scaled) parameter update, and ``params_finite`` (1.0 when every updated
+    parameter is finite, else 0.0)."""
     update = make_update(parts, collectives)
 
-    def step(state: TrainState, key):
+    def step(state: TrainState, key, update_scale):
         draw = parts.sample(state.params, state.sampler, _shard_key(key, collectives))
-        params, opt_state, _, updates, stats = update(state.params, state.opt_state, draw)
+        params, opt_state, _, updates, stats = update(state.params, state.opt_state, draw,
+                                                      update_scale)
         width = adapt_width(state.sampler.width, stats["acceptance"])
         stats["width"] = width
         stats["update_norm"] = jnp.sqrt(sum(jnp.sum(u ** 2) for u in jax.tree.leaves(updates)))
+        stats["params_finite"] = jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])).astype(stats["update_norm"].dtype)
         sampler = SamplerState(x=draw.x, n=draw.n, width=width)
         return TrainState(params, opt_state, sampler, state.step + 1), stats
 
