@@ -79,7 +79,6 @@ def config_from_args(args, base: Config | None = None) -> Config:
 
 
 def _cmd_train(args) -> int:
-    from freeenergy.train import driver
     if args.resume:
         from freeenergy.train import rundir
         if args.out is not None and os.path.abspath(args.out) != os.path.abspath(args.resume):
@@ -94,9 +93,10 @@ def _cmd_train(args) -> int:
                               f"and would make it another run: {'; '.join(conflicts)}. Only "
                               f"{', '.join(sorted(config_mod.RESUME_MAY_CHANGE - {'out'}))} may "
                               f"change on --resume; start a new run with another --out instead")
-        return driver.train(cfg, resume=True)
-    cfg = config_from_args(args)
-    return driver.train(cfg, resume=False)
+    else:
+        cfg = config_from_args(args)
+    from freeenergy.train import driver  # (imports JAX: after the input is known to be good)
+    return driver.train(cfg, resume=bool(args.resume))
 
 
 def _cmd_summary(args) -> int:
@@ -173,11 +173,13 @@ def make_parser() -> argparse.ArgumentParser:
                         help="chain for (n, x): joint (exact, default of new runs) or redraw "
                         "(legacy, biased; to measure that bias)")
     p_eval.set_defaults(func=_cmd_eval)
-    p_bench = sub.add_parser("bench", help="time training steps (sampling, local energy, gradients, SR)",
-                             formatter_class=HelpFormatter)
+    p_bench = sub.add_parser("bench", formatter_class=HelpFormatter,
+                             help="time training steps (sampling, local energy, gradients, SR)")
     add_config_flags(p_bench)
-    p_bench.add_argument("--repeats", type=int, default=5, help="timed steps, the median reported (default 5)")
-    p_bench.add_argument("--warmup", type=int, default=1, help="untimed steps after compilation (default 1)")
+    p_bench.add_argument("--repeats", type=int, default=5,
+                         help="timed steps, the median reported (default 5)")
+    p_bench.add_argument("--warmup", type=int, default=1,
+                         help="untimed steps after compilation (default 1)")
     p_bench.add_argument("--json", action="store_true", help="print one JSON object")
     p_bench.set_defaults(func=_cmd_bench)
     slurm.add_subparser(sub)  # slurm {single,multi,array}: render / write / submit job scripts

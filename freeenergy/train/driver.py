@@ -264,8 +264,13 @@ def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int, log, meta: d
         log.flush()
         os.fsync(log.fileno())
         lay = built.layout
-        checkpoint.save(ckpt_dir, state._replace(sampler=state.sampler._replace(x=x_all, n=n_all)),
-                        step, meta={"n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local, **meta})
+        try:
+            checkpoint.save(ckpt_dir,
+                            state._replace(sampler=state.sampler._replace(x=x_all, n=n_all)), step,
+                            meta={"n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local, **meta})
+        except OSError as exc:  # name the file (numpy's writer leaves filename unset)
+            raise OSError(exc.errno, exc.strerror or str(exc),
+                          os.path.join(ckpt_dir, checkpoint.PATTERN.format(step=step))) from None
 
     on_root(built.layout, write)
 
@@ -413,10 +418,11 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
             problem = monitor.check(row[1], row[2], st["update_norm"], st["params_finite"] > 0.5)
             if problem:
                 if rewinds >= cfg.max_rewinds:
+                    kept = ("the last checkpoint is kept (finite parameters)"
+                            if checkpoint.latest(ckpt_dir) else "no checkpoint was written")
                     print(f"step {t + 1}: {problem}; stopping after {rewinds} rewind(s) "
-                          f"(--max-rewinds {cfg.max_rewinds}); the last checkpoint is kept and "
-                          f"holds finite parameters; lower --lr or --sr-max-norm (exit 1)",
-                          file=out, flush=True)
+                          f"(--max-rewinds {cfg.max_rewinds}); {kept}; lower --lr or "
+                          f"--sr-max-norm, or raise --sr-damping (exit 1)", file=out, flush=True)
                     return EXIT_FAILED
                 bad_step = t + 1
                 rewinds += 1

@@ -4,9 +4,11 @@ A step is bad when it is non-finite (F, its update norm, or any updated paramete
 explodes relative to the run's own history:
 
 * F (per particle, Ha) rose more than ``sigma`` standard errors above the lowest level the run has
-  reached: the level is the running minimum of the median F over the last ``level_window`` steps,
-  the standard error the median in-step error bar of the recent steps. A slowly drifting
-  divergence is therefore caught too, and noise (a few error bars) never is;
+  reached: the level is the running minimum of the median F over the last ``level_window`` steps
+  (fewer at the start: from the second step on, a fresh model's F is the reference), the
+  standard error the median in-step error bar of the recent steps. A slowly drifting
+  divergence is therefore caught too, and noise (a few error bars) never is. A falling F is never
+  flagged;
 * the update norm exceeds the median of the recent update norms by ``sigma`` times
   max(their robust spread, their median), i.e. by more than a factor ~``sigma``.
 
@@ -26,7 +28,7 @@ class DivergenceMonitor:
     """History of (step, F, F_err, update_norm) and the test of a new step against it."""
 
     def __init__(self, sigma: float, window: int = 50, level_window: int = 10,
-                 min_history: int = 10):
+                 min_history: int = 1):
         self.sigma = float(sigma)
         self.window, self.level_window, self.min_history = window, level_window, min_history
         self.rows: list[tuple[int, float, float, float]] = []
@@ -59,9 +61,8 @@ class DivergenceMonitor:
     def accept(self, step: int, f: float, f_err: float, update_norm: float) -> None:
         """Records a good step."""
         self.rows.append((step, f, f_err, update_norm))
-        if len(self.rows) >= self.level_window:
-            tail = [r[1] for r in self.rows[-self.level_window:]]
-            self._levels.append((step, float(np.median(tail))))
+        tail = [r[1] for r in self.rows[-self.level_window:]]
+        self._levels.append((step, float(np.median(tail))))
 
     def prune(self, last_step: int) -> None:
         """Forgets the steps after ``last_step`` (they are redone after a rewind)."""
