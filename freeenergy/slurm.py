@@ -1,10 +1,10 @@
 """``freeenergy slurm {single,multi,array}``: render (and optionally submit) the SLURM job templates.
 
-The templates live in ``slurm/`` at the top of the checkout (``--template FILE`` renders a copy
-you have edited for your site). Placeholders are ``@NAME@`` tokens; an ``#SBATCH`` line whose value
-was not given (partition, account, time) is rendered as ``##SBATCH ...``, which sbatch ignores,
-so the cluster's default applies. Paths are made absolute so the job does not depend on the
-directory it is submitted from.
+The templates ship inside the package, in ``freeenergy/slurm_templates/`` (``--template FILE``
+renders a copy you have edited for your site). Placeholders are ``@NAME@`` tokens; an ``#SBATCH``
+line whose value was not given (partition, account, time) is rendered as ``##SBATCH ...``, which
+sbatch ignores, so the cluster's default applies. Paths are made absolute so the job does not
+depend on the directory it is submitted from.
 
 Default is a dry run: the config is validated (the same checks ``freeenergy train`` makes before
 building a model, plus the walker split over the ranks of a multi-node job), the script is
@@ -29,8 +29,8 @@ import sys
 from freeenergy import config as config_mod
 from freeenergy.config import Config, ConfigError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATE_DIR = os.path.join(ROOT, "slurm")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the freeenergy package
+TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slurm_templates")
 TEMPLATES = {"single": "single_gpu.sbatch", "multi": "multi_node.sbatch", "array": "array.sbatch"}
 PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
 OPTIONAL = ("PARTITION", "ACCOUNT", "TIME")  # unset: the #SBATCH line is commented out
@@ -45,8 +45,8 @@ _MAX_SIGNAL_SECONDS = 65535  # SLURM keeps --signal's time in 16 bits
 def template_path(kind: str, template: str | None = None) -> str:
     path = template or os.path.join(TEMPLATE_DIR, TEMPLATES[kind])
     if not os.path.isfile(path):
-        raise ConfigError(f"SLURM template {path} not found (the templates ship in slurm/ of the "
-                          f"checkout; pass --template FILE to use your own copy)")
+        raise ConfigError(f"SLURM template {path} not found (the templates ship in "
+                          f"{TEMPLATE_DIR}; pass --template FILE to use your own copy)")
     return path
 
 
@@ -363,7 +363,8 @@ def add_subparser(sub) -> None:
                         help="Python the job runs (default: this one); the environment variable "
                         "PYTHON overrides it at run time")
     common.add_argument("--template", default=None, metavar="FILE",
-                        help="render this template instead of the one in slurm/ (e.g. your edited copy)")
+                        help="render this template instead of the packaged one (e.g. your edited "
+                        "copy of freeenergy/slurm_templates/single_gpu.sbatch)")
     common.add_argument("--write", default=None, metavar="PATH",
                         help="write the script here (executable) instead of printing it")
     common.add_argument("--submit", action="store_true",

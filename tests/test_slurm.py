@@ -19,8 +19,7 @@ from freeenergy.cli import main
 from freeenergy.physics.box import fermi_energy
 from freeenergy.physics.units import KB_HA_PER_K
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TEMPLATES = [os.path.join(ROOT, "slurm", name) for name in sorted(slurm.TEMPLATES.values())]
+TEMPLATES = [os.path.join(slurm.TEMPLATE_DIR, name) for name in sorted(slurm.TEMPLATES.values())]
 PLACEHOLDER = re.compile(r"@[A-Z][A-Z0-9_]*@")
 BASE = {"dim": 2, "n": 6, "rs": 1.0, "theta": 0.5, "batch": 64, "steps": 10}
 # tiny enough to compile in seconds on a CPU; steps is large: the test stops it with USR1
@@ -100,6 +99,21 @@ def test_templates_pass_bash_n(path):
                  "#SBATCH --account=@ACCOUNT@", "#SBATCH --time=@TIME@"):
         assert line in text.splitlines(), line
     assert "EDIT for your cluster" in text and "scontrol requeue" in text
+
+
+def test_templates_ship_as_package_data():
+    """The templates live inside the package and setup.cfg declares them, so a non-editable
+    install (a wheel) has them too."""
+    import configparser
+    import glob
+    package = os.path.dirname(os.path.abspath(slurm.__file__))
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(os.path.dirname(package), "setup.cfg"))
+    patterns = setup["options.package_data"]["freeenergy"].split()
+    shipped = {os.path.abspath(p) for pattern in patterns
+               for p in glob.glob(os.path.join(package, pattern))}
+    assert set(TEMPLATES) <= shipped
+    assert os.path.dirname(TEMPLATES[0]) == os.path.join(package, "slurm_templates")
 
 
 @pytest.mark.parametrize("kind", ["single", "multi", "array"])
@@ -306,6 +320,7 @@ def test_single_script_exit_statuses(status, requeued, tmp_path, fake_slurm):
     rc, out = _run_script(script, dict(env, SLURM_JOB_ID="123", FAKE_STATUS=str(status),
                                        TRAIN_ARGS="--steps 7 --seed 2"))
     assert rc == (0 if status in (0, 75) else status), out
+    assert {1: "the run failed", 2: "nothing was run"}.get(status, "") in out
     assert _read(env["SCONTROL_LOG"]) == ("requeue 123\n" if requeued else "")
     srun = _read(env["SRUN_LOG"])
     assert srun.startswith("FREEENERGY_MPI=0 --ntasks=1 ")
