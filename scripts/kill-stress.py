@@ -40,9 +40,11 @@ def cli(*args):
 
 
 def rows(run_dir):
+    """The complete rows of log.csv (a row being written is ignored), without the wall time."""
     with open(os.path.join(run_dir, "log.csv")) as fh:
         header = fh.readline().strip().split(",")
-        data = np.array([[float(v) for v in ln.split(",")] for ln in fh]).reshape(-1, len(header))
+        lines = [ln for ln in fh if ln.endswith("\n") and ln.count(",") == len(header) - 1]
+        data = np.array([[float(v) for v in ln.split(",")] for ln in lines]).reshape(-1, len(header))
     keep = [i for i, name in enumerate(header) if name != "elapsed_s"]
     return data[:, keep]
 
@@ -50,7 +52,7 @@ def rows(run_dir):
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--out", default="/tmp/kill-stress")
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
     args = parser.parse_args()
@@ -68,10 +70,15 @@ def main() -> int:
         first = False
         if kills < args.kills:
             aim_at_write = rng.random() < 0.5
-            deadline = time.time() + 6 + 12 * rng.random()
+            deadline = time.time() + 3 + 12 * rng.random()
             hit_write = False
+            log_path = os.path.join(run, "log.csv")
+            rows_at_start = len(rows(run)) if os.path.exists(log_path) else 0
             while proc.poll() is None and time.time() < deadline:
-                if aim_at_write and glob.glob(os.path.join(run, "checkpoints", "*.tmp")):
+                # aim at a write of THIS process: once it is stepping (its log grew), and not at
+                # a stale .tmp left by the previous kill (removed when the resume starts)
+                if (aim_at_write and glob.glob(os.path.join(run, "checkpoints", "*.tmp"))
+                        and os.path.exists(log_path) and len(rows(run)) > rows_at_start + 2):
                     hit_write = True
                     break
                 time.sleep(0.001 if aim_at_write else 0.05)
