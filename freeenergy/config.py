@@ -15,7 +15,7 @@ import os
 import typing
 from typing import Any, Optional
 
-SYSTEMS = ("ueg",)
+SYSTEMS = ("ueg", "ocp")
 LAPLACIANS = ("analytic", "folx", "loop")
 OPTIMIZERS = ("sr", "adam")
 SAMPLINGS = ("joint", "redraw")
@@ -28,11 +28,13 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class Config:
     # --- physical system ---
-    system: str = "ueg"            # "ueg": uniform electron gas (no protons)
+    system: str = "ueg"            # "ueg": uniform electron gas (no protons); "ocp": classical one-component plasma (protons only)
     dim: int = 2                   # spatial dimension, 2 or 3
     n: int = 13                    # total number of electrons
     rs: float = 1.0                # Wigner-Seitz radius (bohr)
-    theta: float = 0.15            # k_B T / E_F, E_F of the infinite gas at the same density and polarization
+    theta: float = 0.15            # k_B T / E_F, E_F of the infinite gas at the same density and polarization (ueg)
+    gamma: Optional[float] = None  # ocp: coupling Gamma = e^2/(rs k_B T) (give it or temperature_K)
+    temperature_K: Optional[float] = None  # ocp: temperature (K) (give it or gamma)
     paramagnetic: bool = False     # two spin species with n/2 electrons each (else fully polarized)
     coupling: float = 1.0          # lambda multiplying the Coulomb energy (0: ideal gas)
     twist: Optional[list] = None   # twist in units of 2 pi / L, components in [-0.5, 0.5]; None = Gamma point
@@ -43,6 +45,9 @@ class Config:
     backflow: bool = True          # use the √flow backflow (False: bare plane waves)
     backflow_hidden: list = dataclasses.field(default_factory=lambda: [32, 32])
     van_hidden: Optional[list] = None  # VAN (MADE) hidden widths; None: two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions
+    proton_flow_layers: int = 4    # ocp: coupling layers of the proton flow (each transforms one Cartesian axis)
+    proton_flow_hidden: int = 32   # ocp: width of the proton flow's equivariant conditioner
+    proton_flow_bins: int = 8      # ocp: bins of each circular rational-quadratic spline
     # --- sampling ---
     sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
     mc_steps: int = 50             # all-electron Metropolis moves per training step
@@ -54,8 +59,8 @@ class Config:
     # --- optimization ---
     steps: int = 100               # training steps
     batch: int = 256               # walkers (and VAN samples) per step
-    optimizer: str = "sr"          # "sr" (stochastic reconfiguration) or "adam"
-    lr: float = 0.05               # learning rate (SR: natural-gradient step; Adam: step size)
+    optimizer: Optional[str] = None  # "sr" (stochastic reconfiguration) or "adam"; None: sr (ueg), adam (ocp)
+    lr: Optional[float] = None     # learning rate (SR: natural-gradient step; Adam: step size); None: 0.05 (sr), 1e-3 (adam)
     lr_van: Optional[float] = None   # learning rate of the VAN group; None: lr
     lr_flow: Optional[float] = None  # learning rate of the flow group; None: lr
     lr_decay_steps: float = 0.0    # lr / (1 + step / lr_decay_steps); 0: constant
@@ -96,14 +101,22 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 # the CLI). tests/test_help.py checks that every field has one.
 HELP: dict[str, str] = {
     # --- physical system ---
-    "system": 'physical system: "ueg", the uniform electron gas in a neutralizing background (the '
-              "only one so far)",
+    "system": 'physical system: "ueg", the uniform electron gas in a neutralizing background; '
+              '"ocp", the classical one-component plasma (point protons in a rigid neutralizing '
+              "background; needs --gamma or --temperature-K)",
     "dim": "spatial dimension: 2 or 3",
-    "n": "total number of electrons, integer >= 1 (even with --paramagnetic); at most the number "
-         "of states of the basis",
+    "n": "total number of particles, integer >= 1: electrons (ueg: even with --paramagnetic, at "
+         "most the number of states of the basis) or protons (ocp)",
     "rs": "Wigner-Seitz radius (bohr), > 0: the density",
     "theta": "reduced temperature Theta = k_B T / E_F, > 0, with E_F of the infinite gas at the "
              "same density and polarization",
+    "gamma": "ocp: coupling parameter Gamma = e^2/(rs k_B T), > 0 (give this or --temperature-K)",
+    "temperature_K": "ocp: temperature in kelvin, > 0 (give this or --gamma)",
+    "proton_flow_layers": "ocp: coupling layers of the proton flow, integer >= 1 (each transforms "
+                          "one Cartesian axis of every proton, axes in turn)",
+    "proton_flow_hidden": "ocp: width of the proton flow's permutation-equivariant conditioner, "
+                          "integer >= 1",
+    "proton_flow_bins": "ocp: bins of each circular rational-quadratic spline, integer >= 2",
     "paramagnetic": "two spin species with n/2 electrons each; --no-paramagnetic: fully "
                     "spin-polarized",
     "coupling": "lambda multiplying the Coulomb energy, >= 0 (0: the ideal gas, exact; 1: the "
@@ -140,8 +153,10 @@ HELP: dict[str, str] = {
              "up to this step, it does not add this many)",
     "batch": "walkers (and VAN samples) per step, integer >= 2; over MPI ranks and devices the "
              "global number, divisible by ranks x devices",
-    "optimizer": '"sr" (stochastic reconfiguration: natural gradient) or "adam"',
-    "lr": "learning rate, > 0 (SR: natural-gradient step; Adam: step size)",
+    "optimizer": '"sr" (stochastic reconfiguration: natural gradient) or "adam"; unset: sr for '
+                 "ueg, adam for ocp (sr is not implemented for the proton flow)",
+    "lr": "learning rate, > 0 (SR: natural-gradient step; Adam: step size); unset: 0.05 for sr, "
+          "1e-3 for adam",
     "lr_van": "learning rate of the VAN parameters, > 0; unset: --lr",
     "lr_flow": "learning rate of the flow parameters, > 0; unset: --lr",
     "lr_decay_steps": "learning-rate decay lr / (1 + step / this) (steps), >= 0; 0: constant",
@@ -291,6 +306,27 @@ def _positive_int(cfg, name, minimum=1):
         raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_system_options(cfg: Config) -> None:
+    """Options that belong to one system only: the temperature of the OCP is --gamma or
+    --temperature-K (exactly one), that of the electron gas --theta."""
+    if cfg.system == "ocp":
+        given = [name for name in ("gamma", "temperature_K") if getattr(cfg, name) is not None]
+        if len(given) != 1:
+            raise ConfigError("--system ocp needs exactly one of --gamma and --temperature-K, got "
+                              f"{' and '.join('--' + g.replace('_', '-') for g in given) or 'neither'}")
+        _positive(cfg, given[0])
+        if cfg.paramagnetic:
+            raise ConfigError("--paramagnetic has no meaning for --system ocp (classical protons)")
+        for name, minimum in (("proton_flow_layers", 1), ("proton_flow_hidden", 1),
+                              ("proton_flow_bins", 2)):
+            _positive_int(cfg, name, minimum)
+    else:
+        for name in ("gamma", "temperature_K"):
+            if getattr(cfg, name) is not None:
+                raise ConfigError(f"--{name.replace('_', '-')} is an option of --system ocp; the "
+                                  f"electron gas's temperature is --theta")
+
+
 def validate(cfg: Config) -> Config:
     """Checks every option; raises ConfigError naming the first bad one. Returns cfg (twist normalized)."""
     check_types(cfg)
@@ -303,6 +339,7 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"--paramagnetic needs an even --n (n/2 per spin), got n={cfg.n}")
     _positive(cfg, "rs")
     _positive(cfg, "theta")
+    _check_system_options(cfg)
     if not isinstance(cfg.coupling, (int, float)) or not math.isfinite(cfg.coupling) or cfg.coupling < 0:
         raise ConfigError(f"--coupling must be a number >= 0, got {cfg.coupling!r}")
     if cfg.twist is None:
@@ -338,8 +375,15 @@ def validate(cfg: Config) -> Config:
     _positive_int(cfg, "eloc_chunk")
     _positive_int(cfg, "steps")
     _positive_int(cfg, "batch", minimum=2)
+    if cfg.optimizer is None:
+        cfg.optimizer = "adam" if cfg.system == "ocp" else "sr"
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"--optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
+    if cfg.system == "ocp" and cfg.optimizer != "adam":
+        raise ConfigError("--optimizer sr is not implemented for --system ocp (the proton flow is "
+                          "trained with path-wise gradients and Adam); use --optimizer adam")
+    if cfg.lr is None:
+        cfg.lr = 0.05 if cfg.optimizer == "sr" else 1e-3
     _positive(cfg, "lr")
     _non_negative(cfg, "lr_decay_steps")
     for name in ("lr_van", "lr_flow", "sr_max_norm_van", "sr_max_norm_flow"):

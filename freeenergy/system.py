@@ -1,5 +1,10 @@
 """The physical system a config describes: box, temperature, plane-wave basis, Ewald sum.
 
+Two systems: ``System``, the uniform electron gas (``--system ueg``), and ``OcpSystem``, the
+classical one-component plasma (``--system ocp``). Both expose ``n_particles``, ``length``,
+``volume``, ``temperature``, ``ewald``, ``ideal_gas()`` (per particle), ``derived()`` (the
+config.json block) and ``describe()`` (one line for the run's header).
+
 ``make_system(cfg)`` resolves every derived quantity and checks the physics of the inputs
 (particle numbers against the basis, the cutoff against the thermally relevant states) before
 any model is built, raising ConfigError with the offending option named.
@@ -14,7 +19,8 @@ import numpy as np
 
 from freeenergy.config import Config, ConfigError
 from freeenergy.models.van import OccupationSpace
-from freeenergy.physics import box, ideal, planewaves
+from freeenergy.physics import box, ideal, ocp, planewaves
+from freeenergy.physics.units import KB_HA_PER_K
 from freeenergy.physics.ewald import Ewald, make_ewald
 
 
@@ -46,6 +52,10 @@ class System:
         return int(sum(self.n_per_species))
 
     @property
+    def n_particles(self) -> int:
+        return self.n_electrons
+
+    @property
     def volume(self) -> float:
         """Box volume Omega = L^dim (bohr^dim; an area in 2D)."""
         return float(self.length) ** self.cfg.dim
@@ -71,8 +81,89 @@ class System:
         return {key: value / self.n_electrons for key, value in totals.items()}
 
 
-def make_system(cfg: Config) -> System:
-    """Builds the System for a validated config (see module docstring)."""
+    def derived(self) -> dict:
+        """Derived physics for config.json (units in the key names)."""
+        return {"box_length_bohr": self.length, "fermi_energy_ha": self.fermi_energy,
+                "temperature_ha": self.temperature,
+                "temperature_K": self.temperature / KB_HA_PER_K,
+                "cutoff_ha": float(self.basis.cutoff), "n_states": int(self.basis.n_states),
+                "n_per_species": list(self.n_per_species), "volume_bohr^dim": self.volume,
+                "ewald_alpha": float(self.ewald.alpha), "ideal_gas": self.ideal_gas()}
+
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (f"ueg dim={cfg.dim} n={cfg.n} rs={cfg.rs} theta={cfg.theta} "
+                f"(T={self.temperature:.5g} Ha) "
+                f"{'paramagnetic' if cfg.paramagnetic else 'polarized'} coupling={cfg.coupling} | "
+                f"L={self.length:.5g} bohr, cutoff={float(self.basis.cutoff):.5g} Ha, "
+                f"{self.basis.n_states} states/spin")
+
+
+@dataclasses.dataclass(frozen=True)
+class OcpSystem:
+    """Resolved one-component plasma: N classical protons (charge +1, mass m_p) in a rigid
+    neutralizing background (see physics/ocp.py).
+
+    Attributes:
+      length: box side L (bohr) of N particles at ion-sphere radius rs.
+      temperature: k_B T (Ha); gamma = 1/(rs k_B T).
+      ewald: Ewald sum for the box (the background and the self-image term included).
+    """
+
+    cfg: Config
+    length: float
+    temperature: float
+    gamma: float
+    ewald: Ewald
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.cfg.n)
+
+    @property
+    def volume(self) -> float:
+        return float(self.length) ** self.cfg.dim
+
+    @property
+    def beta(self) -> float:
+        return 1.0 / self.temperature
+
+    def ideal_constant(self) -> float:
+        """k_B T ln N! + d N k_B T ln Lambda (Ha, total)."""
+        return ocp.ideal_constant(self.n_particles, self.cfg.dim, self.temperature)
+
+    def ideal_gas(self) -> dict:
+        """Exact classical ideal gas (coupling 0) per proton: F, E (Ha), S (k_B)."""
+        return ocp.ideal_gas(self.n_particles, self.cfg.dim, self.volume, self.temperature)
+
+    def derived(self) -> dict:
+        return {"box_length_bohr": self.length, "temperature_ha": self.temperature,
+                "temperature_K": self.temperature / KB_HA_PER_K, "gamma": self.gamma,
+                "thermal_wavelength_bohr": ocp.thermal_wavelength(self.temperature),
+                "volume_bohr^dim": self.volume, "ewald_alpha": float(self.ewald.alpha),
+                "ideal_gas": self.ideal_gas()}
+
+    def describe(self) -> str:
+        cfg = self.cfg
+        return (f"ocp dim={cfg.dim} n={cfg.n} rs={cfg.rs} Gamma={self.gamma:.6g} "
+                f"(T={self.temperature:.5g} Ha = {self.temperature / KB_HA_PER_K:.6g} K) "
+                f"coupling={cfg.coupling} | L={self.length:.5g} bohr")
+
+
+def make_ocp_system(cfg: Config) -> OcpSystem:
+    if cfg.gamma is not None:
+        gamma = float(cfg.gamma)
+    else:
+        gamma = ocp.gamma_from_temperature(cfg.rs, cfg.temperature_K)
+    length = box.box_length(cfg.n, cfg.rs, cfg.dim)
+    return OcpSystem(cfg=cfg, length=length, temperature=ocp.temperature_from_gamma(cfg.rs, gamma),
+                     gamma=gamma, ewald=make_ewald(cfg.dim, length, cfg.ewald_accuracy))
+
+
+def make_system(cfg: Config):
+    """Builds the System (ueg) or OcpSystem (ocp) for a validated config (see module docstring)."""
+    if cfg.system == "ocp":
+        return make_ocp_system(cfg)
     length = box.box_length(cfg.n, cfg.rs, cfg.dim)
     e_fermi = box.fermi_energy(cfg.rs, cfg.dim, cfg.paramagnetic)
     temperature = cfg.theta * e_fermi

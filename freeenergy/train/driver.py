@@ -28,7 +28,6 @@ from freeenergy.hamiltonian import make_local_energy
 from freeenergy.models.van import default_hidden, make_van
 from freeenergy.models.wavefunction import make_wavefunction
 from freeenergy.optim import make_optimizer
-from freeenergy.physics.units import KB_HA_PER_K
 from freeenergy.samplers import (SamplerState, initial_positions, make_joint_sampler,
                                  make_metropolis, make_width_adaptation)
 from freeenergy.system import System, make_system
@@ -67,6 +66,9 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     """Builds system, models, sampler, optimizer and the jitted training step."""
     jax.config.update("jax_enable_x64", True)
     lay = layout or devices.layout()
+    if cfg.system == "ocp":
+        from freeenergy.train.build_ocp import build_ocp
+        return build_ocp(cfg, lay)
     try:
         per_shard = lay.per_shard(cfg.batch)
     except devices.LayoutError as exc:
@@ -155,18 +157,13 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
 
 def resolved_config(built: Built) -> dict:
     """config.json content: the config, derived physics and code version."""
-    s = built.system
+    derived = built.system.derived()
+    derived["n_params"] = built.n_params
+    if built.cfg.system == "ueg":
+        derived["van_hidden"] = list(built.van_hidden)
     return {
         "config": built.cfg.to_dict(),
-        "derived": {
-            "box_length_bohr": s.length, "fermi_energy_ha": s.fermi_energy,
-            "temperature_ha": s.temperature, "temperature_K": s.temperature / KB_HA_PER_K,
-            "cutoff_ha": float(s.basis.cutoff), "n_states": int(s.basis.n_states),
-            "n_per_species": list(s.n_per_species), "n_params": built.n_params,
-            "van_hidden": list(built.van_hidden), "volume_bohr^dim": s.volume,
-            "ewald_alpha": float(s.ewald.alpha),
-            "ideal_gas": s.ideal_gas(),
-        },
+        "derived": derived,
         "parallel": {"n_ranks": built.layout.n_ranks, "devices_per_rank": built.layout.n_local,
                      "walkers_per_device": built.cfg.batch // built.layout.n_shards,
                      "device": devices.describe()},
@@ -363,7 +360,7 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
     log_path = os.path.join(run_dir, "log.csv")
     built = build(cfg, lay)
     init_key, loop_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
-    n_el = built.system.n_electrons
+    n_el = built.system.n_particles
     if not resume:
         on_root(lay, _create_run_dir, run_dir, lock)
 
@@ -389,11 +386,8 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
     rewinds = int(meta.get("rewinds", 0))
     elapsed0 = float(meta.get("elapsed_s", history[-1][4] if history else 0.0))
 
-    s = built.system
-    print(f"freeenergy {version.code_version()} | {cfg.system} dim={cfg.dim} n={cfg.n} rs={cfg.rs} "
-          f"theta={cfg.theta} (T={s.temperature:.5g} Ha) {'paramagnetic' if cfg.paramagnetic else 'polarized'} "
-          f"coupling={cfg.coupling} | L={s.length:.5g} bohr, cutoff={float(s.basis.cutoff):.5g} Ha, "
-          f"{s.basis.n_states} states/spin | params van={built.n_params['van']} flow={built.n_params['flow']} "
+    params = " ".join(f"{k}={v}" for k, v in built.n_params.items())
+    print(f"freeenergy {version.code_version()} | {built.system.describe()} | params {params} "
           f"| {cfg.batch} walkers on {lay.describe()} ({devices.describe()})",
           file=out, flush=True)
     if rewinds:

@@ -52,17 +52,22 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
                 wall_s: float) -> dict:
     """eval.json content from the per-step whole-batch stats (totals) of the measured steps."""
     cfg, s = built.cfg, built.system
-    n_el = s.n_electrons
+    n_el = s.n_particles
     series = {k: np.array([r[k] for r in records]) for k in records[0]}
     result = {
-        "system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs, "theta": cfg.theta,
-        "paramagnetic": cfg.paramagnetic, "coupling": cfg.coupling, "twist": cfg.twist,
+        "system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs,
+        "coupling": cfg.coupling,
         "temperature": s.temperature, "temperature_K": s.temperature / KB_HA_PER_K,
-        "box_length": s.length, "volume": s.volume, "n_states": int(s.basis.n_states),
+        "box_length": s.length, "volume": s.volume,
         "checkpoint_step": int(ckpt_step), "steps": len(records), "burn_in": int(burn_in),
         "batch": cfg.batch, "samples": len(records) * cfg.batch, "seed": int(seed),
-        "sampling": cfg.sampling, "mc_steps": cfg.mc_steps,
     }
+    if cfg.system == "ueg":
+        result.update(theta=cfg.theta, paramagnetic=cfg.paramagnetic, twist=cfg.twist,
+                      n_states=int(s.basis.n_states), sampling=cfg.sampling,
+                      mc_steps=cfg.mc_steps)
+    else:
+        result.update(gamma=s.gamma, sampling="exact (proton flow)")
     for q in PER_PARTICLE:
         result[q] = _series_stats(series[q] / n_el, cfg.batch)
     result["P"] = _series_stats(series["P"], cfg.batch)
@@ -77,21 +82,53 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
     result["ideal_gas"] = s.ideal_gas()
     result["wall_time_s"] = wall_s
     result["code_version"] = version.code_version()
+    per = "electron" if cfg.system == "ueg" else "proton"
     result["units"] = {
-        "F": "hartree per electron", "E": "hartree per electron", "K": "hartree per electron",
-        "V": "hartree per electron", "S": "k_B per electron",
+        "F": f"hartree per {per}", "E": f"hartree per {per}", "K": f"hartree per {per}",
+        "V": f"hartree per {per}", "S": f"k_B per {per}",
         "P": f"hartree per bohr^{cfg.dim}", "P_GPa": "GPa", "tau": "steps",
         "temperature": "hartree", "temperature_K": "kelvin", "box_length": "bohr",
-        "volume": f"bohr^{cfg.dim}", "rs": "bohr", "theta": "k_B T / E_F", "twist": "2 pi / L",
+        "volume": f"bohr^{cfg.dim}", "rs": "bohr",
     }
+    if cfg.system == "ueg":
+        result["units"].update(theta="k_B T / E_F", twist="2 pi / L")
+    else:
+        result.update(_ocp_extras(result, series, built))
+        result["units"].update(gamma="e^2 / (rs k_B T)", F_ex=f"hartree per {per}",
+                               U_ex=f"hartree per {per}", f_ex="k_B T per proton",
+                               u_ex="k_B T per proton", F_rw=f"hartree per {per}",
+                               F_rw_ex=f"hartree per {per}", f_rw_ex="k_B T per proton")
     return finite_or_none(result)
 
 
+def _ocp_extras(result: dict, series: dict, built) -> dict:
+    """The OCP's excess and reduced quantities and the importance-reweighted free energy."""
+    from freeenergy.train.build_ocp import reweighted_free_energy
+    s, n = built.system, built.system.n_particles
+    kt, ideal = s.temperature, s.ideal_gas()
+    f, v = result["F"], result["V"]
+    rw = reweighted_free_energy(series["lse_w"], series["lse_w2"], built.cfg.batch, kt,
+                                s.ideal_constant())
+    f_rw, f_rw_err = rw["F"] / n, rw["err"] / n
+    return {
+        "F_ex": {"mean": f["mean"] - ideal["F"], "err": f["err"]},
+        "U_ex": {"mean": v["mean"], "err": v["err"]},
+        "f_ex": {"mean": (f["mean"] - ideal["F"]) / kt, "err": f["err"] / kt},
+        "u_ex": {"mean": v["mean"] / kt, "err": v["err"] / kt},
+        "F_rw": {"mean": f_rw, "err": f_rw_err},
+        "F_rw_ex": {"mean": f_rw - ideal["F"], "err": f_rw_err},
+        "f_rw_ex": {"mean": (f_rw - ideal["F"]) / kt, "err": f_rw_err / kt},
+        "ess": rw["ess"], "ess_per_sample": rw["ess_per_sample"],
+        "bound_minus_reweighted": {"mean": (f["mean"] - f_rw) / kt, "unit": "k_B T per proton"},
+    }
+
+
 def format_eval(r: dict) -> str:
+    per = "electron" if r["system"] == "ueg" else "proton"
     lines = [f"eval of checkpoint step {r['checkpoint_step']}: {r['steps']} steps x {r['batch']} "
-             f"walkers ({r['burn_in']} burn-in), frozen parameters, {r['sampling']} sampling"]
+             f"samples ({r['burn_in']} burn-in), frozen parameters, {r['sampling']} sampling"]
     for q in PER_PARTICLE + ("P",):
-        unit = {"S": "k_B/electron", "P": f"Ha/bohr^{r['dim']}"}.get(q, "Ha/electron")
+        unit = {"S": f"k_B/{per}", "P": f"Ha/bohr^{r['dim']}"}.get(q, f"Ha/{per}")
         v = r[q]
         if v["mean"] is None:
             lines.append(f"  {q} = n/a")
@@ -101,8 +138,15 @@ def format_eval(r: dict) -> str:
         lines.append(f"  {q} = {v['mean']:.7f} +- {err} {unit}  (tau {tau} steps)")
     if "P_GPa" in r and r["P_GPa"]["mean"] is not None:
         lines.append(f"  P = {r['P_GPa']['mean']:.4g} +- {r['P_GPa']['err']:.2g} GPa")
-    lines.append(f"  acceptance x {r['acceptance']:.2f}, n {r['n_acceptance']:.2f}; "
-                 f"folded walkers {r['folded']:.2%}")
+    if r["system"] == "ueg":
+        lines.append(f"  acceptance x {r['acceptance']:.2f}, n {r['n_acceptance']:.2f}; "
+                     f"folded walkers {r['folded']:.2%}")
+    else:
+        def pm(d):
+            return "n/a" if d["mean"] is None else f"{d['mean']:.5f} +- {d['err'] or float('nan'):.1e}"
+        lines.append(f"  Gamma = {r['gamma']:.6g}: f_ex = F_ex/(N k_B T) = {pm(r['f_ex'])} (bound), "
+                     f"{pm(r['f_rw_ex'])} (reweighted, ESS {r['ess_per_sample']:.3g} per sample); "
+                     f"u_ex = {pm(r['u_ex'])}")
     return "\n".join(lines)
 
 

@@ -23,11 +23,20 @@ QUANTITIES = ("F", "E", "K", "V", "S", "P")
 
 
 def read_log(run_dir: str) -> dict:
-    """log.csv -> dict of column name -> 1-D array."""
+    """log.csv -> dict of column name -> 1-D array. Only complete rows are read (a running
+    run may be writing its last one; a killed run may have left it torn)."""
     path = os.path.join(run_dir, "log.csv")
-    with open(path) as fh:
+    with open(path, errors="replace") as fh:
         header = fh.readline().strip().split(",")
-        rows = [ln.strip().split(",") for ln in fh if ln.strip()]
+        rows = []
+        for line in fh:
+            fields = line.rstrip("\n").split(",")
+            if not line.endswith("\n") or len(fields) != len(header) or "\x00" in line:
+                continue
+            try:
+                rows.append([float(v) for v in fields])
+            except ValueError:
+                continue
     data = np.array(rows, dtype=np.float64).reshape(-1, len(header))
     return {name: data[:, i] for i, name in enumerate(header)}
 
@@ -52,16 +61,21 @@ def compute_summary(run_dir: str) -> dict:
     log = read_log(run_dir)
     n_done = int(log["step"][-1]) if log["step"].size else 0
     n_avg = max(1, int(round(cfg["average_fraction"] * n_done))) if n_done else 0
+    ueg = cfg["system"] == "ueg"
     result = {
         "system": cfg["system"], "dim": cfg["dim"], "n": cfg["n"], "rs": cfg["rs"],
-        "theta": cfg["theta"], "paramagnetic": cfg["paramagnetic"], "coupling": cfg["coupling"],
-        "twist": cfg["twist"], "cutoff": derived["cutoff_ha"], "n_states": derived["n_states"],
+        "coupling": cfg["coupling"],
         "steps": n_done, "steps_requested": cfg["steps"], "batch": cfg["batch"],
-        "backflow": cfg["backflow"], "temperature": derived["temperature_ha"],
-        "fermi_energy": derived["fermi_energy_ha"], "box_length": derived["box_length_bohr"],
+        "temperature": derived["temperature_ha"], "box_length": derived["box_length_bohr"],
         "averaged_steps": n_avg, "code_version": resolved["code_version"],
         "wall_time_s": float(log["elapsed_s"][-1]) if n_done else 0.0,
     }
+    if ueg:
+        result.update(theta=cfg["theta"], paramagnetic=cfg["paramagnetic"], twist=cfg["twist"],
+                      cutoff=derived["cutoff_ha"], n_states=derived["n_states"],
+                      backflow=cfg["backflow"], fermi_energy=derived["fermi_energy_ha"])
+    else:
+        result.update(gamma=derived["gamma"], temperature_K=derived["temperature_K"])
     for q in QUANTITIES:
         stats = blocking(log[q][-n_avg:]) if n_avg and q in log else None
         result[q] = ({"mean": stats.mean, "err": stats.err} if stats else
@@ -71,13 +85,18 @@ def compute_summary(run_dir: str) -> dict:
                            "err": result["P"]["err"] * HA_PER_BOHR3_IN_GPA}
     if "ideal_gas" in derived:
         result["ideal_gas"] = derived["ideal_gas"]
+    per = "electron" if ueg else "proton"
     result["units"] = {
-        "F": "hartree per electron", "E": "hartree per electron", "K": "hartree per electron",
-        "V": "hartree per electron", "S": "k_B per electron",
-        "P": f"hartree per bohr^{cfg['dim']}", "P_GPa": "GPa", "cutoff": "hartree",
-        "temperature": "hartree", "fermi_energy": "hartree", "box_length": "bohr",
-        "rs": "bohr", "theta": "k_B T / E_F", "twist": "2 pi / L",
+        "F": f"hartree per {per}", "E": f"hartree per {per}", "K": f"hartree per {per}",
+        "V": f"hartree per {per}", "S": f"k_B per {per}",
+        "P": f"hartree per bohr^{cfg['dim']}", "P_GPa": "GPa",
+        "temperature": "hartree", "box_length": "bohr", "rs": "bohr",
     }
+    if ueg:
+        result["units"].update(cutoff="hartree", fermi_energy="hartree", theta="k_B T / E_F",
+                               twist="2 pi / L")
+    else:
+        result["units"].update(gamma="e^2 / (rs k_B T)", temperature_K="kelvin")
     return finite_or_none(result)
 
 
@@ -98,9 +117,12 @@ def _fmt(value, spec: str) -> str:
 
 
 def format_summary(result: dict) -> str:
+    temp = (f"theta={result['theta']}" if result["system"] == "ueg"
+            else f"Gamma={result['gamma']:.6g}")
+    per = "electron" if result["system"] == "ueg" else "proton"
     lines = [f"{result['system']} dim={result['dim']} n={result['n']} rs={result['rs']} "
-             f"theta={result['theta']} coupling={result['coupling']}: {result['steps']} steps, "
-             f"last {result['averaged_steps']} averaged (per electron)"]
+             f"{temp} coupling={result['coupling']}: {result['steps']} steps, "
+             f"last {result['averaged_steps']} averaged (per {per}, training averages)"]
     for q in QUANTITIES:
         unit = {"S": "k_B", "P": f"Ha/bohr^{result['dim']}"}.get(q, "Ha")
         m, e = result[q]["mean"], result[q]["err"]
@@ -108,6 +130,7 @@ def format_summary(result: dict) -> str:
                      if m is not None and math.isfinite(m) else f"  {q} = n/a")
     if "ideal_gas" in result:
         ig = result["ideal_gas"]
-        lines.append(f"  exact ideal gas (same basis): F = {_fmt(ig.get('F'), '.7f')} Ha, "
+        what = "same basis" if result["system"] == "ueg" else "classical, same N and box"
+        lines.append(f"  exact ideal gas ({what}): F = {_fmt(ig.get('F'), '.7f')} Ha, "
                      f"E = {_fmt(ig.get('E'), '.7f')} Ha, S = {_fmt(ig.get('S'), '.5f')} k_B")
     return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""The one-component plasma (``--system ocp``): the proton flow trained on the classical bound.
+
+Per shard, one step draws b exact samples S = f(U) (U uniform on the box) with their exact ln p(S),
+evaluates the Ewald energy U(S) (background and self-image term included, times ``coupling``),
+and estimates (totals over the N protons, Ha; S in k_B)
+
+    F = E_p[U + k_B T ln p] + k_B T ln N! + d N k_B T ln Lambda      (the bound)
+    E = E_p[U] + d/2 N k_B T,    K = d/2 N k_B T,    V = E_p[U],
+    S = (E - F)/k_B T,           P = (2K + V)/(d Omega) = N k_B T/Omega + V/(d Omega)
+
+(the virial of a 1/r potential with a neutralizing background; Ha/bohr^d). The gradient is the
+path-wise one: U does not depend on the parameters, so
+grad F = E_U[grad_theta (U(f_theta(U)) + k_B T ln p_theta(f_theta(U)))], the forces on the
+samples included by autodiff; no baseline needed. Adam applies it.
+
+For the importance-reweighted free energy each step also reports, over the whole batch,
+logsumexp(w) and logsumexp(2w) of the log-weights w = -U/k_B T - ln p (``lse_w``, ``lse_w2``).
+
+The walkers of the electron gas have no counterpart here (samples are independent); the sampler
+state keeps the last samples (b, N, d) so checkpoints, MPI layouts and resume work unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from freeenergy import devices
+from freeenergy.config import Config, ConfigError
+from freeenergy.models.proton_flow import make_proton_flow
+from freeenergy.optim import make_optimizer
+from freeenergy.samplers import SamplerState
+from freeenergy.system import make_system
+from freeenergy.train.step import TrainState, _shard_key
+
+N_TERMS = 2  # per-sample terms gathered: U (coupling included), ln p
+
+
+def make_ocp_observables(n: int, dim: int, temperature: float, volume: float, constant: float):
+    """observables(U (B,), logp (B,)) -> whole-batch stats (totals; see module docstring)."""
+    kinetic = 0.5 * dim * n * temperature
+
+    def observables(u, logp):
+        f = u + temperature * logp + constant
+        e = u + kinetic
+        s = (e - f) / temperature
+        p = (2.0 * kinetic + u) / (dim * volume)
+        lw = -u / temperature - logp
+        stats = {}
+        for name, v in (("F", f), ("E", e), ("S", s), ("P", p)):
+            stats[name] = jnp.mean(v)
+            stats[name + "_var"] = jnp.var(v)
+        one = jnp.ones((), u.dtype)
+        stats.update(K=kinetic * one, V=jnp.mean(u), acceptance=one, n_acceptance=one,
+                     folded=0.0 * one, lse_w=jax.scipy.special.logsumexp(lw),
+                     lse_w2=jax.scipy.special.logsumexp(2.0 * lw))
+        return stats
+
+    return observables
+
+
+def build_ocp(cfg: Config, lay: devices.Layout):
+    """The ``driver.Built`` of an OCP run (same interface as the electron gas's)."""
+    from freeenergy.train.driver import Built
+    try:
+        per_shard = lay.per_shard(cfg.batch)
+    except devices.LayoutError as exc:
+        raise ConfigError(str(exc)) from None
+    system = make_system(cfg)
+    n, dim, length = cfg.n, cfg.dim, system.length
+    flow = make_proton_flow(n, dim, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
+                            cfg.proton_flow_bins)
+    coupling, temperature = float(cfg.coupling), system.temperature
+    ewald = system.ewald
+
+    def potential(s):
+        return coupling * ewald.energy_same_charge(s, 1.0)
+
+    observables = make_ocp_observables(n, dim, temperature, system.volume,
+                                       system.ideal_constant())
+    optimizer = make_optimizer("adam", cfg.lr, cfg.sr_damping, cfg.sr_max_norm,
+                               cfg.lr_decay_steps or None)
+    collectives = devices.Collectives(lay)
+
+    def draw(params, key, b):
+        keys = jax.random.split(key, b)
+        s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
+        return s, jax.vmap(potential)(s), logp
+
+    def gather_terms(u, logp, extra=None):
+        """One collective: every shard's (U, ln p) rows, and the sum over shards of ``extra``."""
+        b = u.shape[0]
+        local = jnp.concatenate([jnp.stack([u, logp], 1).reshape(-1)]
+                                + ([extra] if extra is not None else []))
+        every = collectives.gather(local[None])                # (n_shards, b*2 + P)
+        terms = every[:, :b * N_TERMS].reshape(-1, N_TERMS)
+        summed = jnp.sum(every[:, b * N_TERMS:], 0) if extra is not None else None
+        return terms[:, 0], terms[:, 1], summed
+
+    def train_step(state: TrainState, key, update_scale):
+        b = state.sampler.x.shape[0]
+        key = _shard_key(key, collectives)
+
+        def local_loss(params):
+            s, u, logp = draw(params, key, b)
+            return jnp.sum(u + temperature * logp) / cfg.batch, (s, u, logp)
+
+        (_, (s, u, logp)), grads = jax.value_and_grad(local_loss, has_aux=True)(state.params)
+        g_flat, unravel = ravel_pytree(grads)
+        u_all, logp_all, g_sum = gather_terms(u, logp, g_flat)
+        stats = observables(u_all, logp_all)
+        updates, opt_state = optimizer.update(unravel(g_sum), state.opt_state, state.params)
+        updates = jax.tree.map(lambda v: update_scale * v, updates)
+        params = optax.apply_updates(state.params, updates)
+        stats["width"] = state.sampler.width
+        stats["update_norm"] = jnp.sqrt(sum(jnp.sum(v ** 2) for v in jax.tree.leaves(updates)))
+        stats["params_finite"] = jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])).astype(u.dtype)
+        sampler = state.sampler._replace(x=s)
+        return TrainState(params, opt_state, sampler, state.step + 1), stats
+
+    def eval_step(params, sampler: SamplerState, key):
+        s, u, logp = draw(params, _shard_key(key, collectives), sampler.x.shape[0])
+        u_all, logp_all, _ = gather_terms(u, logp)
+        stats = observables(u_all, logp_all)
+        stats["width"] = sampler.width
+        return sampler._replace(x=s), stats
+
+    W, R = devices.walker_spec(), devices.replicated()
+    sampler_spec = SamplerState(x=W, n=W, width=R)
+    state_spec = TrainState(params=R, opt_state=R, sampler=sampler_spec, step=R)
+    step = devices.shard_step(train_step, (state_spec, R, R), (state_spec, R))
+    eval_sharded = devices.shard_step(eval_step, (R, sampler_spec, R), (sampler_spec, R))
+
+    def global_state(key):
+        k_flow, k_x = jax.random.split(key)
+        params = flow.init(k_flow)
+        x = jax.random.uniform(k_x, (cfg.batch, n, dim), jnp.float64) * length
+        sampler = SamplerState(x=x, n=jnp.zeros((cfg.batch, 1), jnp.int32),
+                               width=jnp.zeros((), jnp.float64))
+        return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
+                          step=jnp.zeros((), jnp.int32))
+
+    def to_local(state):
+        rows = lay.rank_rows(cfg.batch)
+        x = np.asarray(state.sampler.x)[rows]
+        nn = np.asarray(state.sampler.n)[rows]
+        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None, n=None)))
+        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x),
+                                                             n=devices.place_walkers(nn)))
+
+    def init_state(key):
+        return to_local(global_state(key))   # exact samples: nothing to thermalize
+
+    probe = jax.eval_shape(flow.init, jax.random.PRNGKey(0))
+    n_params = {"protons": int(sum(np.prod(a.shape) for a in jax.tree.leaves(probe)))}
+    del per_shard
+    return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
+                 init_state=init_state, to_local=to_local, step=step, n_params=n_params,
+                 parts=None, eval_step=eval_sharded, burn_in_step=eval_sharded, van_hidden=())
+
+
+def reweighted_free_energy(lse_w: np.ndarray, lse_w2: np.ndarray, batch: int, temperature: float,
+                           constant: float) -> dict:
+    """F_rw = -k_B T ln E_p[exp(w)] + constant (Ha, total), w = -U/k_B T - ln p, from the per-step
+    logsumexp's of a frozen-parameter evaluation; the error bar by a jackknife over steps; the
+    Kish effective sample size (sum w)^2 / sum w^2 per sample."""
+    lse_w, lse_w2 = np.asarray(lse_w, np.float64), np.asarray(lse_w2, np.float64)
+    steps = lse_w.size
+
+    def f_of(sel):
+        total = np.logaddexp.reduce(lse_w[sel])
+        return -temperature * (total - math.log(sel.sum() * batch)) + constant
+
+    every = np.ones(steps, bool)
+    f = f_of(every)
+    if steps > 1:
+        jack = np.array([f_of(np.arange(steps) != k) for k in range(steps)])
+        err = math.sqrt((steps - 1) / steps * np.sum((jack - jack.mean()) ** 2))
+    else:
+        err = float("nan")
+    total_w = np.logaddexp.reduce(lse_w)
+    total_w2 = np.logaddexp.reduce(lse_w2)
+    ess = math.exp(2.0 * total_w - total_w2)
+    return {"F": f, "err": err, "ess": ess, "ess_per_sample": ess / (steps * batch)}
