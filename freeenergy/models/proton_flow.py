@@ -159,13 +159,6 @@ def spline_inverse(sp: SplineParams, y: jnp.ndarray):
     return v, -logdy
 
 
-def _fourier(x: jnp.ndarray, length: float, harmonics: int) -> jnp.ndarray:
-    """cos, sin(2 pi k x / L), k = 1..harmonics, of x (..., m): (..., 2 m harmonics)."""
-    k = jnp.arange(1, harmonics + 1, dtype=x.dtype)
-    q = (2.0 * np.pi / length) * x[..., :, None] * k  # (..., m, harmonics)
-    return jnp.concatenate([jnp.cos(q), jnp.sin(q)], axis=-1).reshape(*x.shape[:-1], -1)
-
-
 class Conditioner(hk.Module):
     """Permutation-equivariant DeepSets network: context y (N, m) -> outputs (N, out).
 
@@ -180,18 +173,27 @@ class Conditioner(hk.Module):
         self.length, self.out, self.hidden = float(length), out, hidden
         self.harmonics, self.rounds, self.absolute = harmonics, rounds, absolute_features
 
-    def _pair_linear(self, c: jnp.ndarray, s: jnp.ndarray, name: str) -> jnp.ndarray:
+    def _pair_linear(self, c: jnp.ndarray, s: jnp.ndarray, name: str,
+                     per_j: Optional[jnp.ndarray] = None) -> jnp.ndarray:
         """Affine map of the pair features P_ij = [cos(q_i - q_j), sin(q_i - q_j)] (N, N, F),
-        q = 2 pi k y / L, to (N, N, hidden), without forming P or any trig of pairs:
-        cos(q_i - q_j) = c_i c_j + s_i s_j and sin(q_i - q_j) = s_i c_j - c_i s_j."""
+        q = 2 pi k y / L, to (N, N, hidden), plus per_j (N, hidden) of the neighbour j if given,
+        without forming P or any trig of pairs: cos(q_i - q_j) = c_i c_j + s_i s_j and
+        sin(q_i - q_j) = s_i c_j - c_i s_j with c = cos q, s = sin q (N, g)."""
         g, hid = c.shape[-1], self.hidden
         init = hk.initializers.TruncatedNormal(1.0 / np.sqrt(2 * g))
         w_cos = hk.get_parameter(f"{name}_w_cos", (g, hid), c.dtype, init=init)
         w_sin = hk.get_parameter(f"{name}_w_sin", (g, hid), c.dtype, init=init)
         b = hk.get_parameter(f"{name}_b", (hid,), c.dtype, init=jnp.zeros)
-        b_cos = c[:, :, None] * w_cos - s[:, :, None] * w_sin  # (N, g, hid), row j
-        b_sin = s[:, :, None] * w_cos + c[:, :, None] * w_sin
-        return (jnp.einsum("ig,jgh->ijh", c, b_cos) + jnp.einsum("ig,jgh->ijh", s, b_sin)) + b
+        const = b[None, :] if per_j is None else b[None, :] + per_j  # (1 or N, hid)
+        const = jnp.broadcast_to(const, (c.shape[0], hid))
+        rows = jnp.concatenate([c[:, :, None] * w_cos - s[:, :, None] * w_sin,
+                                s[:, :, None] * w_cos + c[:, :, None] * w_sin,
+                                const[:, None, :]], axis=1)  # (N, 2g + 1, hid), index j
+        cols = jnp.concatenate([c, s, jnp.ones_like(c[:, :1])], axis=-1)  # (N, 2g + 1), index i
+        # a broadcast sum over the 2g + 1 terms, not an einsum: XLA on CPU fuses it with the
+        # tanh and the mean that follow instead of writing out an (N, N, hidden) dot product
+        cols, rows = jax.lax.optimization_barrier((cols, rows))
+        return jnp.sum(cols[:, None, :, None] * rows[None, :, :, :], axis=2)
 
     def __call__(self, y: jnp.ndarray) -> jnp.ndarray:
         hid = self.hidden
@@ -208,7 +210,7 @@ class Conditioner(hk.Module):
         h = jnp.tanh(pre)  # (N, hid)
         for r in range(1, self.rounds):
             nb = hk.Linear(hid, with_bias=False, name=f"neighbour_{r}")(h)  # (N, hid)
-            e = jnp.tanh(self._pair_linear(c, s, f"pair_{r}") + nb[None, :, :])
+            e = jnp.tanh(self._pair_linear(c, s, f"pair_{r}", per_j=nb))
             m = jnp.mean(e, axis=1)  # (N, hid)
             h = h + jnp.tanh(hk.Linear(hid, name=f"update_{r}")(jnp.concatenate([h, m], -1)))
         return hk.Linear(self.out, w_init=jnp.zeros, name="out")(h)

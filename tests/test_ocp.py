@@ -1,0 +1,195 @@
+"""The one-component plasma (``--system ocp``): the classical bound, its gradient, reweighting.
+
+* the ideal limit (charges off, fresh flow = uniform density) gives F = -k_B T ln(V^N/(N! Lambda^{dN}))
+  exactly, with ln N! once, and zero variance;
+* two protons in a 2D box, where the exact excess free energy is a quadrature over the relative
+  coordinate: a trained flow's bound lies above it, the reweighted estimate agrees with it;
+* the path-wise gradient the training step uses agrees with the independent score-function
+  estimator (through the flow's inverse), so a sign or factor-2 error fails;
+* constants: the thermal wavelength against SI constants, Gamma <-> T, the DeWitt-Slattery-Chabrier
+  fit at its tabulated points;
+* the CLI: train, resume, summary and eval of an OCP run; its bad input exits 2.
+"""
+
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from freeenergy.cli import main
+from freeenergy.config import Config, validate
+from freeenergy.physics import ocp
+from freeenergy.physics.ewald import make_ewald
+from freeenergy.train.build_ocp import reweighted_free_energy
+from freeenergy.train.driver import build
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _cfg(**kw):
+    base = dict(system="ocp", dim=2, n=2, rs=1.0, gamma=2.0, batch=64, proton_flow_layers=2,
+                proton_flow_hidden=8, proton_flow_bins=6, seed=1)
+    base.update(kw)
+    return validate(Config(**base))
+
+
+def test_thermal_wavelength_and_gamma_against_si_constants():
+    """Lambda = h / sqrt(2 pi m_p k_B T), CODATA 2018 SI values, at T = 10^4 K."""
+    h, m_p, k_b, bohr = 6.62607015e-34, 1.67262192369e-27, 1.380649e-23, 5.29177210903e-11
+    t_k = 1.0e4
+    lam_si = h / math.sqrt(2 * math.pi * m_p * k_b * t_k) / bohr
+    kt = ocp.temperature_from_gamma(2.0, ocp.gamma_from_temperature(2.0, t_k))
+    assert ocp.thermal_wavelength(kt) == pytest.approx(lam_si, rel=1e-8)
+    assert kt == pytest.approx(k_b * t_k / 4.3597447222071e-18, rel=1e-8)   # Ha
+
+
+def test_dsc_fit_at_its_tabulated_points():
+    """DeWitt, Slattery & Chabrier (1996) in the form of Potekhin & Chabrier, PRE 62, 8554 (2000)."""
+    for gamma, u, f in ((1, -0.57199, -0.43648), (10, -7.99896, -7.10313),
+                        (50, -43.10241, -40.83729), (100, -87.52639, -84.33092)):
+        assert float(ocp.dsc_excess_energy(gamma)) == pytest.approx(u, abs=2e-5)
+        assert float(ocp.dsc_excess_free_energy(gamma)) == pytest.approx(f, abs=2e-5)
+
+
+@pytest.mark.parametrize("dim,n", [(2, 3), (3, 5)])
+def test_ideal_limit_is_exact(dim, n):
+    cfg = _cfg(dim=dim, n=n, coupling=0.0, batch=16)
+    built = build(cfg)
+    state = built.init_state(jax.random.PRNGKey(0))
+    _, stats = built.eval_step(state.params, state.sampler, jax.random.PRNGKey(1))
+    s = built.system
+    lam = ocp.thermal_wavelength(s.temperature)
+    exact = -s.temperature * (n * math.log(s.volume) - math.lgamma(n + 1) - dim * n * math.log(lam))
+    assert float(stats["F"]) == pytest.approx(exact, rel=1e-12, abs=1e-12)
+    assert float(stats["F_var"]) < 1e-20
+    assert float(stats["S"]) / n == pytest.approx(s.ideal_gas()["S"], rel=1e-12)
+    assert float(stats["P"]) == pytest.approx(n * s.temperature / s.volume, rel=1e-12)
+
+
+def _exact_two_particle_excess(cfg, points=160):
+    """F_ex (Ha, total) of two unit charges in a 2D box with background: -k_B T ln <exp(-U/k_B T)>
+    over the uniformly distributed separation, by the midpoint rule on the box."""
+    system = build(cfg).system
+    ew = make_ewald(2, system.length, 1e-10)
+    grid = (np.arange(points) + 0.5) / points * system.length
+    rel = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+    pos = np.stack([np.zeros_like(rel), rel], 1)
+    u = np.asarray(jax.jit(jax.vmap(lambda x: ew.energy_same_charge(x, 1.0)))(pos))
+    kt = system.temperature
+    return -kt * (np.logaddexp.reduce(-u / kt) - math.log(u.size)), system
+
+
+def test_bound_above_and_reweighting_at_the_exact_two_particle_free_energy():
+    """After a short training: the bound lies above the exact excess free energy (here about
+    -3.8 k_B T, far from the ideal gas), the reweighted estimate agrees with it. (The bound's gap
+    is ~0.6 k_B T and training does not close it yet: see the proton-flow module's notes.)"""
+    cfg = _cfg(batch=256, lr=1e-3, steps=100)
+    exact_ex, system = _exact_two_particle_excess(cfg)
+    built = build(cfg)
+    state = built.init_state(jax.random.PRNGKey(0))
+    for t in range(cfg.steps):
+        state, stats = built.step(state, jax.random.PRNGKey(t), 1.0)
+    records = []
+    for t in range(40):
+        _, st = built.eval_step(state.params, state.sampler, jax.random.PRNGKey(10_000 + t))
+        records.append({k: float(v) for k, v in st.items()})
+    kt, ideal_total = system.temperature, system.ideal_gas()["F"] * 2
+    f = np.array([r["F"] for r in records])
+    bound_ex, bound_err = f.mean() - ideal_total, f.std() / math.sqrt(f.size)
+    rw = reweighted_free_energy([r["lse_w"] for r in records], [r["lse_w2"] for r in records],
+                                cfg.batch, kt, system.ideal_constant())
+    rw_ex = rw["F"] - ideal_total
+    assert exact_ex < -0.1 * kt                       # the test has teeth: far from the ideal gas
+    assert bound_ex > exact_ex - 3 * bound_err        # variational
+    assert abs(rw_ex - exact_ex) < 4 * rw["err"] + 1e-4 * kt
+    assert rw["ess_per_sample"] > 0.5
+
+
+def test_pathwise_gradient_agrees_with_the_score_function_estimator():
+    """Both estimate grad_theta of E_p[U + k_B T ln p] along one direction v: the path-wise one
+    (what the step uses) by differentiating through the samples, the score-function one,
+    E_p[(U + k_B T ln p - b) d/de ln p_{theta + e v}(S)] at fixed S, through the inverse."""
+    cfg = _cfg(n=3, gamma=1.0)
+    built = build(cfg)
+    from freeenergy.models.proton_flow import make_proton_flow
+    flow = make_proton_flow(cfg.n, 2, built.system.length, cfg.proton_flow_layers,
+                            cfg.proton_flow_hidden, cfg.proton_flow_bins)
+    params = flow.init(jax.random.PRNGKey(3))
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(4), 2 * len(leaves))
+    params = jax.tree.unflatten(tree, [p + SCALE * jax.random.normal(k, p.shape)
+                                       for p, k in zip(leaves, keys[:len(leaves)])])
+    kt, ew = built.system.temperature, built.system.ewald
+
+    def objective(p, key):
+        s, logp = flow.sample(p, key)
+        return ew.energy_same_charge(s, 1.0) + kt * logp
+
+    # the direction: the gradient estimated on an independent batch (largest signal)
+    other = jax.random.split(jax.random.PRNGKey(6), 4096)
+    v = jax.jit(jax.grad(lambda p: jnp.mean(jax.vmap(objective, (None, 0))(p, other))))(params)
+
+    keys = jax.random.split(jax.random.PRNGKey(5), 20000)
+    path = jax.jit(jax.vmap(lambda k: jax.jvp(lambda p: objective(p, k), (params,), (v,))[1]))(keys)
+    s, logp = jax.jit(jax.vmap(flow.sample, (None, 0)))(params, keys)
+    value = jax.jit(jax.vmap(lambda x: ew.energy_same_charge(x, 1.0)))(s) + kt * logp
+    dlogp = jax.jit(jax.vmap(lambda x: jax.jvp(lambda p: flow.log_prob(p, x), (params,), (v,))[1]))(s)
+    score = (value - jnp.mean(value)) * dlogp
+    g_path, e_path = float(jnp.mean(path)), float(jnp.std(path)) / math.sqrt(path.size)
+    g_score, e_score = float(jnp.mean(score)), float(jnp.std(score)) / math.sqrt(score.size)
+    sigma = math.hypot(e_path, e_score)
+    print(f"path-wise {g_path:.5g} +- {e_path:.2g}, score function {g_score:.5g} +- {e_score:.2g}")
+    assert abs(g_path) > 10 * sigma                   # a sign or factor-2 error would show
+    assert abs(g_path - g_score) < 4 * sigma, (g_path, g_score, sigma)
+
+
+SCALE = 0.1  # perturbation of the fresh (identity) flow's parameters in the gradient test
+
+SMALL_OCP = ["--system", "ocp", "--dim", "3", "--n", "4", "--rs", "1.5", "--gamma", "5",
+             "--batch", "16", "--proton-flow-layers", "3", "--proton-flow-hidden", "8",
+             "--proton-flow-bins", "4", "--seed", "2"]
+
+
+def test_cli_train_resume_summary_eval(tmp_path, capsys):
+    out = str(tmp_path / "ocp")
+    assert main(["train", *SMALL_OCP, "--steps", "6", "--checkpoint-every", "2",
+                 "--out", out]) == 0
+    full = open(os.path.join(out, "log.csv")).read().splitlines()
+    with open(os.path.join(out, "checkpoints", "ckpt_00000004.npz.tmp"), "wb"):
+        pass
+    os.remove(os.path.join(out, "checkpoints", "ckpt_00000006.npz"))
+    assert main(["train", "--resume", out]) == 0                # redoes steps 5 and 6
+    again = open(os.path.join(out, "log.csv")).read().splitlines()
+    strip = lambda rows: [r.rsplit(",", 1)[0] for r in rows]   # noqa: E731 (drop elapsed_s)
+    assert strip(again) == strip(full)
+    capsys.readouterr()
+    assert main(["summary", out, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["system"] == "ocp" and summary["gamma"] == 5.0
+    assert summary["units"]["F"] == "hartree per proton"
+    assert main(["eval", out, "--steps", "4", "--burn-in", "0"]) == 0
+    with open(os.path.join(out, "eval.json")) as fh:
+        ev = json.load(fh)
+    for key in ("F", "F_ex", "U_ex", "f_ex", "u_ex", "F_rw", "f_rw_ex", "ess", "P_GPa"):
+        assert key in ev, key
+    kt = ev["temperature"]
+    assert ev["f_ex"]["mean"] == pytest.approx(ev["F_ex"]["mean"] / kt)
+    assert ev["u_ex"]["mean"] == pytest.approx(ev["V"]["mean"] / kt)
+
+
+@pytest.mark.parametrize("flags,words", [
+    (["--system", "ocp", "--n", "4"], "exactly one of --gamma and --temperature-K"),
+    (["--system", "ocp", "--gamma", "5", "--temperature-K", "1e4"], "exactly one"),
+    (["--gamma", "5"], "--gamma is an option of --system ocp"),
+    (["--system", "ocp", "--gamma", "5", "--optimizer", "sr"], "--optimizer sr"),
+    (["--system", "ocp", "--gamma", "-1"], "--gamma"),
+    (["--system", "ocp", "--gamma", "5", "--proton-flow-bins", "1"], "--proton-flow-bins"),
+])
+def test_ocp_bad_input(flags, words, tmp_path, capsys):
+    assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2
+    assert words in capsys.readouterr().err
+    assert not os.path.exists(str(tmp_path / "x"))
