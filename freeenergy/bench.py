@@ -89,7 +89,7 @@ def timing_warnings(r: dict) -> list[str]:
                    "threads): other work competes for the CPUs and the timings are unreliable; "
                    "rerun on an idle machine")
     step = r["step_s"]
-    slow = [f"{p} {r[f'{p}_s']:.4g} s" for p in PARTS if r[f"{p}_s"] > step]
+    slow = [f"{p} {r[f'{p}_s']:.4g} s" for p in PARTS if f"{p}_s" in r and r[f"{p}_s"] > step]
     if slow:
         out.append(f"part(s) slower than the full step ({step:.4g} s): {', '.join(slow)}. The "
                    f"parts are timed on one device's share of the walkers ({r['parts_batch']} "
@@ -139,6 +139,8 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
     """Times the parts on this rank's first device and the full sharded step on all ranks."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
+    if cfg.system == "ocp":
+        return _run_bench_ocp(cfg, repeats, warmup)
     load_before = load_average()
     t0 = time.perf_counter()
     built = build(cfg)
@@ -189,6 +191,29 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
     return r
 
 
+def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
+    """The OCP's step (exact samples of the proton flow, Ewald energies, path-wise gradient,
+    Adam) timed as a whole; samples/s = batch / step_s."""
+    load_before = load_average()
+    t0 = time.perf_counter()
+    built = build(cfg)
+    lay = built.layout
+    state = built.init_state(jax.random.PRNGKey(cfg.seed))
+    times = _timed_step(built, state, jax.random.PRNGKey(1), repeats, warmup)
+    step_s = statistics.median(times)
+    r = {"system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs,
+         "gamma": built.system.gamma, "batch": cfg.batch, "optimizer": cfg.optimizer,
+         "proton_flow": [cfg.proton_flow_layers, cfg.proton_flow_hidden, cfg.proton_flow_bins],
+         "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
+         **summarize("step", times), "samples_per_s": cfg.batch / step_s,
+         "repeats": repeats, "device": devices.describe(), "host": platform.node(),
+         "code_version": version.code_version(),
+         "setup_and_compile_s": time.perf_counter() - t0 - sum(times),
+         "n_cpus": os.cpu_count(), "load_before": load_before, "load_after": load_average()}
+    r["warnings"] = timing_warnings(r)
+    return r
+
+
 def _row(label: str, r: dict, q: str) -> str:
     """One table line: median, min, max (seconds) and relative spread (percent) of ``q``."""
     return (f"  {label:<13} {r[f'{q}_s']:<9.4g} s  [min {r[f'{q}_s_min']:.4g}, "
@@ -200,6 +225,17 @@ def _load(v) -> str:
 
 
 def format_bench(r: dict) -> str:
+    if r["system"] == "ocp":
+        lines = [
+            f"bench ocp dim={r['dim']} n={r['n']} Gamma={r['gamma']:.4g} batch={r['batch']} "
+            f"proton flow layers/hidden/bins={r['proton_flow']} on {r['device']}",
+            f"  params: protons={r['n_params']['protons']}; medians of {r['repeats']} repeats",
+            _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
+            f"x {r['devices_per_rank']} device(s)",
+            f"  exact samples/s {r['samples_per_s']:.4g}",
+            f"  load average {_load(r.get('load_before'))} before, {_load(r.get('load_after'))} "
+            f"after ({r.get('n_cpus')} CPUs)"]
+        return "\n".join(lines + [f"  WARNING: {w}" for w in r.get("warnings", [])])
     lines = [
         f"bench {r['system']} dim={r['dim']} n={r['n']} batch={r['batch']} mc_steps={r['mc_steps']} "
         f"laplacian={r['laplacian']} optimizer={r['optimizer']} on {r['device']}",

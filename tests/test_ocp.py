@@ -193,3 +193,14 @@ def test_ocp_bad_input(flags, words, tmp_path, capsys):
     assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2
     assert words in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / "x"))
+
+
+def test_ocp_bench_and_slurm_render(tmp_path, capsys):
+    assert main(["bench", *SMALL_OCP, "--repeats", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["system"] == "ocp" and result["samples_per_s"] > 0
+    cfg = tmp_path / "ocp.yaml"
+    cfg.write_text("system: ocp\ndim: 3\nn: 54\nrs: 1.0\ngamma: 10\nbatch: 1024\nsteps: 2000\n")
+    assert main(["slurm", "single", "--config", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
+    script = capsys.readouterr().out
+    assert "freeenergy" in script and "train" in script

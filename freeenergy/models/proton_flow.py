@@ -109,6 +109,12 @@ def spline_params(raw: jnp.ndarray, length: float) -> SplineParams:
     return SplineParams(knots(raw_w), knots(raw_h), d)
 
 
+def _wrap(x: jnp.ndarray, length: float) -> jnp.ndarray:
+    """x mod L in [0, L): jnp.mod can round a tiny negative x up to exactly L."""
+    r = jnp.mod(x, length)
+    return jnp.where(r >= length, r - length, r)
+
+
 def _bin(knots: jnp.ndarray, v: jnp.ndarray) -> jnp.ndarray:
     """Bin index (N,) in 0..K-1 of v (N,) given knots (N, K+1); v = L falls in the last bin."""
     return jnp.sum(v[:, None] >= knots[:, 1:-1], axis=-1)
@@ -164,7 +170,8 @@ class Conditioner(hk.Module):
 
     y holds the m = dim - 1 non-moved coordinates of every particle (bohr). Only periodic
     functions of y enter (absolute harmonics if ``absolute_features``, and harmonics of pair
-    differences, averaged over the other particles). The output layer starts at zero.
+    differences, whose embeddings are averaged over all particles j). The output layer starts
+    at zero.
     """
 
     def __init__(self, length: float, out: int, hidden: int, harmonics: int, rounds: int,
@@ -192,6 +199,8 @@ class Conditioner(hk.Module):
         cols = jnp.concatenate([c, s, jnp.ones_like(c[:, :1])], axis=-1)  # (N, 2g + 1), index i
         # a broadcast sum over the 2g + 1 terms, not an einsum: XLA on CPU fuses it with the
         # tanh and the mean that follow instead of writing out an (N, N, hidden) dot product
+        # (3x faster); the barrier keeps the O(N) rows/cols out of that O(N^2) fused loop
+        # (without it the second round was 6x slower, N = 54, batch 1024)
         cols, rows = jax.lax.optimization_barrier((cols, rows))
         return jnp.sum(cols[:, None, :, None] * rows[None, :, :, :], axis=2)
 
@@ -237,11 +246,11 @@ class SplineCoupling(hk.Module):
         tau = raw[:, -1] * (length / (2.0 * np.pi))  # per-particle rotation (bohr)
         phi = hk.get_parameter("rotation", (), x.dtype, init=jnp.zeros)  # per-layer (bohr)
         if not inverse:
-            y, logdy = spline_forward(sp, jnp.mod(x[:, a] - phi, length))
-            new = jnp.mod(y + phi + tau, length)
+            y, logdy = spline_forward(sp, _wrap(x[:, a] - phi, length))
+            new = _wrap(y + phi + tau, length)
         else:
-            v, logdy = spline_inverse(sp, jnp.mod(x[:, a] - phi - tau, length))
-            new = jnp.mod(v + phi, length)
+            v, logdy = spline_inverse(sp, _wrap(x[:, a] - phi - tau, length))
+            new = _wrap(v + phi, length)
         return x.at[:, a].set(new), jnp.sum(logdy)
 
 
@@ -308,10 +317,10 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
         return net.init(key, jnp.zeros((n, dim)))  # float64 when x64 is enabled
 
     def forward(params, u):
-        return net.apply(params, jnp.mod(u, length), False)
+        return net.apply(params, _wrap(u, length), False)
 
     def inverse(params, s):
-        return net.apply(params, jnp.mod(s, length), True)
+        return net.apply(params, _wrap(s, length), True)
 
     def sample(params, key):
         dtype = jax.tree.leaves(params)[0].dtype

@@ -1,0 +1,211 @@
+"""Proton flow on the torus: exact bijection and log-det, permutation equivariance, periodicity,
+the translation properties it has (and the one it lacks), normalization of p, exact samples
+(Kolmogorov-Smirnov against the model's own marginal on a grid), identity at initialization."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from freeenergy.models.proton_flow import make_proton_flow
+
+L = 3.7
+SMALL = dict(hidden=16, bins=5)  # small networks keep compilation short
+
+
+def _perturbed(flow, scale=0.15, seed=1):
+    """Fresh params plus Gaussian noise on every leaf: non-zero conditioner outputs."""
+    params = flow.init(jax.random.PRNGKey(0))
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [l + scale * jax.random.normal(k, l.shape, l.dtype)
+                                        for l, k in zip(leaves, keys)])
+
+
+def _torus_err(a, b):
+    """Largest minimum-image distance between two arrays of positions (bohr)."""
+    d = a - b
+    return float(jnp.max(jnp.abs(d - L * jnp.round(d / L))))
+
+
+class Setup:
+    def __init__(self, n, dim, layers, **kw):
+        self.n, self.dim = n, dim
+        self.flow = make_proton_flow(n, dim, L, layers=layers, **SMALL, **kw)
+        self.params = _perturbed(self.flow)
+        self.forward = jax.jit(self.flow.forward)
+        self.inverse = jax.jit(self.flow.inverse)
+        self.log_prob = jax.jit(self.flow.log_prob)
+        u = jax.random.uniform(jax.random.PRNGKey(2), (n, dim)) * L
+        # include the edges of the box: exact 0 and the largest double below L
+        self.u = u.at[0, 0].set(0.0).at[1, -1].set(np.nextafter(L, 0.0))
+
+
+@pytest.fixture(scope="module", params=[(5, 2, 4), (6, 3, 3)], ids=["2d", "3d"])
+def setup(request):
+    n, dim, layers = request.param
+    return Setup(n, dim, layers)
+
+
+def test_bijection(setup):
+    """inverse(forward(U)) = U and forward(inverse(S)) = S to 1e-10 on the torus (box edges
+    included), and the inverse's log-det is minus the forward one."""
+    s, logdet = setup.forward(setup.params, setup.u)
+    assert float(jnp.min(s)) >= 0.0 and float(jnp.max(s)) < L
+    assert abs(float(logdet)) > 0.1  # not trivially the identity
+    u_back, logdet_inv = setup.inverse(setup.params, s)
+    assert _torus_err(u_back, setup.u) < 1e-10
+    assert abs(float(logdet + logdet_inv)) < 1e-10
+    s2 = jax.random.uniform(jax.random.PRNGKey(7), setup.u.shape) * L
+    u2, logdet_inv2 = setup.inverse(setup.params, s2)
+    s2_back, logdet2 = setup.forward(setup.params, u2)
+    assert _torus_err(s2_back, s2) < 1e-10
+    assert abs(float(logdet2 + logdet_inv2)) < 1e-10
+
+
+def test_logdet_matches_dense_jacobian(setup):
+    """ln|det| equals slogdet of the dense (N dim x N dim) Jacobian from jax.jacfwd, sign +1."""
+    n, dim = setup.n, setup.dim
+    jacobian = jax.jit(jax.jacfwd(lambda p, x: setup.flow.forward(p, x)[0], argnums=1))
+    for seed in (3, 4):
+        u = jax.random.uniform(jax.random.PRNGKey(seed), (n, dim)) * L
+        _, logdet = setup.forward(setup.params, u)
+        jac = jacobian(setup.params, u)
+        sign, ref = jnp.linalg.slogdet(jac.reshape(n * dim, n * dim))
+        assert float(sign) == 1.0
+        assert abs(float(logdet - ref)) < 1e-10
+        assert abs(float(logdet)) > 0.1
+
+
+def test_permutation_equivariance(setup):
+    """forward(U[perm]) = forward(U)[perm] with the same log-det; log_prob is invariant."""
+    perm = np.roll(np.arange(setup.n), 2)[::-1]
+    s, logdet = setup.forward(setup.params, setup.u)
+    s_p, logdet_p = setup.forward(setup.params, setup.u[perm])
+    assert _torus_err(s_p, s[perm]) < 1e-12
+    assert abs(float(logdet_p - logdet)) < 1e-11
+    lp = setup.log_prob(setup.params, s)
+    assert abs(float(setup.log_prob(setup.params, s[perm]) - lp)) < 1e-11
+
+
+def test_periodicity(setup):
+    """Moving particles by lattice vectors (L e_0 for one, -2 L e_last for another) leaves the
+    output mod L and the log-det unchanged, in both directions."""
+    dim = setup.dim
+    shift = jnp.zeros_like(setup.u).at[2].set(L * jnp.eye(dim)[0]).at[3].add(
+        -2.0 * L * jnp.eye(dim)[-1])
+    s, logdet = setup.forward(setup.params, setup.u)
+    s2, logdet2 = setup.forward(setup.params, setup.u + shift)
+    assert _torus_err(s2, s) < 1e-10
+    assert abs(float(logdet2 - logdet)) < 1e-10
+    lp = setup.log_prob(setup.params, s)
+    assert abs(float(setup.log_prob(setup.params, s + shift) - lp)) < 1e-10
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_translation_what_holds(dim, setup):
+    """With difference-only conditioners (absolute_features=False) a layer moving axis 0
+    commutes with a common shift along every other axis b: f(U + c e_b) = f(U) + c e_b, and
+    ln p is invariant under it. Along the moved axis no elementwise circle map except a rotation
+    commutes with shifts (see the module docstring): ln p of the general flow does change."""
+    n = 4
+    flow = make_proton_flow(n, dim, L, layers=1, absolute_features=False, **SMALL)
+    params = _perturbed(flow, scale=0.3)
+    forward, log_prob = jax.jit(flow.forward), jax.jit(flow.log_prob)
+    u = jax.random.uniform(jax.random.PRNGKey(5), (n, dim)) * L
+    s, logdet = forward(params, u)
+    assert abs(float(logdet)) > 0.1
+    lp = log_prob(params, s)
+    for b in range(1, dim):
+        c = 0.37 * L * jnp.eye(dim)[b]
+        s2, logdet2 = forward(params, u + c)
+        assert _torus_err(s2, s + c) < 1e-10
+        assert abs(float(logdet2 - logdet)) < 1e-10
+        assert abs(float(log_prob(params, s + c) - lp)) < 1e-10
+    # the general (multi-axis) flow: a common shift along a moved axis changes ln p
+    if dim == setup.dim:
+        s, _ = setup.forward(setup.params, setup.u)
+        c = 0.37 * L * jnp.eye(dim)[0]
+        lp_a = setup.log_prob(setup.params, s)
+        assert abs(float(setup.log_prob(setup.params, s + c) - lp_a)) > 1e-6
+
+
+def test_normalization_monte_carlo():
+    """N=2, d=2: E_{S uniform}[p(S) L^{dN}] = 1 and E_{S~p}[1 / (p(S) L^{dN})] = 1, each within
+    4 standard errors, with 2e5 samples."""
+    n, dim, m = 2, 2, 200_000
+    flow = make_proton_flow(n, dim, L, layers=4, **SMALL)
+    params = _perturbed(flow, scale=0.2)
+    log_volume = dim * n * math.log(L)
+    s = jax.random.uniform(jax.random.PRNGKey(11), (m, n, dim)) * L
+    w = np.exp(np.asarray(jax.jit(jax.vmap(flow.log_prob, (None, 0)))(params, s)) + log_volume)
+    assert w.std() > 0.05  # p is far from uniform
+    assert abs(w.mean() - 1.0) < 4.0 * w.std() / math.sqrt(m)
+    keys = jax.random.split(jax.random.PRNGKey(12), m)
+    _, log_p = jax.jit(jax.vmap(flow.sample, (None, 0)))(params, keys)
+    r = np.exp(-(np.asarray(log_p) + log_volume))
+    assert abs(r.mean() - 1.0) < 4.0 * r.std() / math.sqrt(m)
+
+
+def _ks_pvalue(samples, cdf):
+    """Two-sided one-sample Kolmogorov-Smirnov: statistic and asymptotic p-value."""
+    x = np.sort(samples)
+    n = len(x)
+    f = cdf(x)
+    d = max(np.max(np.arange(1, n + 1) / n - f), np.max(f - np.arange(n) / n))
+    t = (math.sqrt(n) + 0.12 + 0.11 / math.sqrt(n)) * d
+    k = np.arange(1, 101)
+    return d, float(np.clip(2.0 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * k * k * t * t)), 0, 1))
+
+
+def test_samples_match_model_marginals():
+    """N=1, d=2: the 1-D marginals of exact samples pass a KS test against the CDF obtained by
+    integrating exp(log_prob) on a 400 x 400 grid (which itself integrates to 1), while a KS
+    test against the uniform CDF rejects them (the test has power); sample's ln p equals
+    log_prob of the sample."""
+    flow = make_proton_flow(1, 2, L, layers=4, **SMALL)
+    params = _perturbed(flow, scale=0.05, seed=3)  # peak/mean density ~7: smooth on the grid
+    m = 400
+    edges = np.linspace(0.0, L, m + 1)
+    mid = 0.5 * (edges[1:] + edges[:-1])
+    grid = np.stack(np.meshgrid(mid, mid, indexing="ij"), -1).reshape(-1, 1, 2)
+    p = np.exp(np.asarray(jax.jit(jax.vmap(flow.log_prob, (None, 0)))(params, grid)))
+    p = p.reshape(m, m) * (L / m) ** 2  # cell probabilities (midpoint rule)
+    assert abs(p.sum() - 1.0) < 1e-5
+    keys = jax.random.split(jax.random.PRNGKey(21), 20_000)
+    s, log_p = jax.jit(jax.vmap(flow.sample, (None, 0)))(params, keys)
+    lp_again = jax.jit(jax.vmap(flow.log_prob, (None, 0)))(params, s)
+    assert float(jnp.max(jnp.abs(lp_again - log_p))) < 1e-9
+    s = np.asarray(s)[:, 0, :]
+    for axis in (0, 1):
+        marginal = p.sum(axis=1 - axis)
+        cdf_edges = np.concatenate([[0.0], np.cumsum(marginal)]) / marginal.sum()
+        _, pval = _ks_pvalue(s[:, axis], lambda x: np.interp(x, edges, cdf_edges))
+        assert pval > 1e-3
+        _, pval_uniform = _ks_pvalue(s[:, axis], lambda x: x / L)
+        assert pval_uniform < 1e-6
+
+
+@pytest.mark.parametrize("n,dim", [(3, 2), (4, 3)])
+def test_identity_at_initialization(n, dim):
+    """Fresh params: s = u and log_p = -dim N ln L (ideal gas) to rounding, also via log_prob."""
+    flow = make_proton_flow(n, dim, L, layers=dim, **SMALL)
+    params = flow.init(jax.random.PRNGKey(0))
+    u = jax.random.uniform(jax.random.PRNGKey(1), (n, dim)) * L
+    s, logdet = flow.forward(params, u)
+    assert float(jnp.max(jnp.abs(s - u))) < 1e-13
+    assert abs(float(logdet)) < 1e-13
+    s, log_p = flow.sample(params, jax.random.PRNGKey(2))
+    assert abs(float(log_p) + dim * n * math.log(L)) < 1e-12
+    assert abs(float(flow.log_prob(params, s)) + dim * n * math.log(L)) < 1e-12
+
+
+def test_rejects_bad_arguments():
+    """Constructor validation: dim, n, length and sizes."""
+    for kw in (dict(dim=4), dict(n=0), dict(length=-1.0), dict(length=float("nan")),
+               dict(layers=0), dict(bins=0), dict(hidden=2.5)):
+        args = dict(n=2, dim=2, length=L) | kw
+        with pytest.raises(ValueError):
+            make_proton_flow(**args)
