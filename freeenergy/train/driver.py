@@ -409,6 +409,16 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
             st = {k: float(v) for k, v in jax.device_get(stats).items()}
             dog.end(record=t_first is not None)  # the first step compiles: not a step time
             row = _log_row(t + 1, st, n_el, cfg.batch, time.time() - t0)
+            if st["folded"] > cfg.max_folded_fraction:   # a broken model, not a noisy step
+                if lay.is_root and np.isfinite(row[1]):
+                    writer.writerow([row[0]] + [f"{v:.12g}" for v in row[1:]])
+                    log.flush()
+                print(f"step {t + 1}: the flow is no longer a bijection: {st['folded']:.1%} of the "
+                      f"walkers have det dz/dx <= 0 (limit --max-folded-fraction "
+                      f"{cfg.max_folded_fraction}); stopping without a checkpoint of this state "
+                      f"(last checkpoint kept); lower --lr-flow or --sr-max-norm-flow (exit 1)",
+                      file=out, flush=True)
+                return EXIT_FAILED
             problem = monitor.check(row[1], row[2], st["update_norm"], st["params_finite"] > 0.5)
             if problem:
                 if rewinds >= cfg.max_rewinds:
@@ -443,13 +453,6 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
                     log.flush()
                 except OSError as exc:
                     fault = f"{log_path}: {exc.strerror or exc}"
-            if st["folded"] > cfg.max_folded_fraction:
-                print(f"step {done}: the flow is no longer a bijection: {st['folded']:.1%} of the "
-                      f"walkers have det dz/dx <= 0 (limit --max-folded-fraction "
-                      f"{cfg.max_folded_fraction}); stopping without a checkpoint of this state "
-                      f"(last checkpoint kept); lower --lr-flow or --sr-max-norm-flow (exit 1)",
-                      file=out, flush=True)
-                return EXIT_FAILED
             if t_first is None:
                 t_first, first_done = time.time(), done  # the first step includes compilation
             if done % cfg.progress_every == 0 or done == cfg.steps:
