@@ -18,8 +18,8 @@ from typing import Optional
 import numpy as np
 
 from freeenergy.config import Config, ConfigError
-from freeenergy.models.van import OccupationSpace
 from freeenergy.physics import box, ideal, ocp, planewaves
+from freeenergy.physics.occupations import OccupationSpace
 from freeenergy.physics.units import KB_HA_PER_K
 from freeenergy.physics.ewald import Ewald, make_ewald
 

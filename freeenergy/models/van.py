@@ -32,33 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from freeenergy.physics.ideal import suffix_log_partition
-
-
-@dataclasses.dataclass(frozen=True)
-class OccupationSpace:
-    """Static description of the occupation sequence.
-
-    Attributes:
-      energies: (M,) single-particle energies of one species, Ha, ascending.
-      n_per_species: particles per spin species, e.g. (13,) or (13, 13).
-      beta: inverse temperature of the ideal-gas base, 1/Ha.
-    """
-
-    energies: np.ndarray
-    n_per_species: tuple
-    beta: float
-
-    @property
-    def n_levels(self) -> int:
-        return int(len(self.energies))
-
-    @property
-    def n_species(self) -> int:
-        return len(self.n_per_species)
-
-    @property
-    def size(self) -> int:
-        return self.n_species * self.n_levels
+from freeenergy.physics.occupations import OccupationSpace  # noqa: F401 (re-exported)
 
 
 def base_tables(space: OccupationSpace):
