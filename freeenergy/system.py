@@ -24,8 +24,22 @@ from freeenergy.physics.units import KB_HA_PER_K
 from freeenergy.physics.ewald import Ewald, make_ewald
 
 
+class _Box:
+    """Volume and inverse temperature of a system with ``cfg.dim``, ``length``, ``temperature``."""
+
+    @property
+    def volume(self) -> float:
+        """Box volume Omega = L^dim (bohr^dim; an area in 2D)."""
+        return float(self.length) ** self.cfg.dim
+
+    @property
+    def beta(self) -> float:
+        """1 / k_B T (1/Ha)."""
+        return 1.0 / self.temperature
+
+
 @dataclasses.dataclass(frozen=True)
-class System:
+class System(_Box):
     """Resolved physical system.
 
     Attributes:
@@ -54,15 +68,6 @@ class System:
     @property
     def n_particles(self) -> int:
         return self.n_electrons
-
-    @property
-    def volume(self) -> float:
-        """Box volume Omega = L^dim (bohr^dim; an area in 2D)."""
-        return float(self.length) ** self.cfg.dim
-
-    @property
-    def beta(self) -> float:
-        return 1.0 / self.temperature
 
     def ideal_gas(self) -> dict:
         """Exact canonical ideal-gas F, E (Ha) and S (k_B) per electron for this basis.
@@ -100,7 +105,7 @@ class System:
 
 
 @dataclasses.dataclass(frozen=True)
-class OcpSystem:
+class OcpSystem(_Box):
     """Resolved one-component plasma: N classical protons (charge +1, mass m_p) in a rigid
     neutralizing background (see physics/ocp.py).
 
@@ -119,14 +124,6 @@ class OcpSystem:
     @property
     def n_particles(self) -> int:
         return int(self.cfg.n)
-
-    @property
-    def volume(self) -> float:
-        return float(self.length) ** self.cfg.dim
-
-    @property
-    def beta(self) -> float:
-        return 1.0 / self.temperature
 
     def ideal_constant(self) -> float:
         """k_B T ln N! + d N k_B T ln Lambda (Ha, total)."""

@@ -1,14 +1,15 @@
 #!/usr/bin/env python
 """SIGKILL a training run again and again, resume it each time, and compare with an uninterrupted run.
 
-    python scripts/kill-stress.py [--kills 16] [--steps 60] [--out /tmp/kill-stress]
+    python scripts/kill-stress.py [--kills 16] [--steps 4000] [--out /tmp/kill-stress]
 
 A reference run trains ``--steps`` steps without interruption. A second run is started, killed
-with SIGKILL at a random moment (about every other kill is aimed at a checkpoint write: the
-script waits until a ``.tmp`` checkpoint file appears and kills at once), then resumed with
-``train --resume``, until it finishes. At the end its log.csv must hold every step exactly once
-with the same numbers as the reference (all columns but the wall time), and its final checkpoint
-the same arrays bit for bit. Prints one line per kill and a verdict; exit 0 when everything
+with SIGKILL, then resumed with ``train --resume``, again and again, until it finishes. Kills are
+of three kinds: during start-up (1-5 s after the process starts), while stepping (0-3 s after
+the process has logged new steps), and during a checkpoint write (the script waits until this
+process's ``.tmp`` checkpoint file appears and kills at once). At the end its log.csv must hold
+every step exactly once with the same numbers as the reference (all columns but the wall time),
+and its final checkpoint the same arrays bit for bit. Prints one line per kill and a verdict; exit 0 when everything
 matches. (Checkpoints every 2 steps: a kill loses at most 2 steps.)
 """
 
@@ -69,26 +70,36 @@ def main() -> int:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         first = False
         if kills < args.kills:
-            aim_at_write = rng.random() < 0.5
-            deadline = time.time() + 3 + 12 * rng.random()
-            hit_write = False
+            mode = rng.choice(["write", "write", "step", "step", "step", "start-up"])
             log_path = os.path.join(run, "log.csv")
             rows_at_start = len(rows(run)) if os.path.exists(log_path) else 0
-            while proc.poll() is None and time.time() < deadline:
-                # aim at a write of THIS process: once it is stepping (its log grew), and not at
-                # a stale .tmp left by the previous kill (removed when the resume starts)
-                if (aim_at_write and glob.glob(os.path.join(run, "checkpoints", "*.tmp"))
-                        and os.path.exists(log_path) and len(rows(run)) > rows_at_start + 2):
-                    hit_write = True
-                    break
-                time.sleep(0.001 if aim_at_write else 0.05)
+            stepping = lambda: (os.path.exists(log_path)  # noqa: E731
+                                and len(rows(run)) > rows_at_start + 2)
+            hit_write = False
+            if mode == "start-up":
+                time.sleep(1 + 4 * rng.random())
+            else:
+                deadline = time.time() + 300
+                while proc.poll() is None and time.time() < deadline and not stepping():
+                    time.sleep(0.05)
+                if mode == "step":
+                    time.sleep(3 * rng.random())
+                else:  # aim at a checkpoint write of THIS process (not a stale .tmp)
+                    deadline = time.time() + 30
+                    while proc.poll() is None and time.time() < deadline:
+                        if glob.glob(os.path.join(run, "checkpoints", "*.tmp")):
+                            hit_write = True
+                            break
+                        time.sleep(0.0005)
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
                 during_write += hit_write
                 done = len(rows(run)) if os.path.exists(os.path.join(run, "log.csv")) else 0
-                print(f"kill {kills:2d}: {'during a checkpoint write' if hit_write else 'at a random moment':26s}"
+                what = ("during a checkpoint write" if hit_write else
+                        "during start-up" if mode == "start-up" else "while stepping")
+                print(f"kill {kills:2d}: {what:26s}"
                       f" log rows {done}, checkpoints "
                       f"{[checkpoint.step_of(p) for p in checkpoint.list_checkpoints(os.path.join(run, 'checkpoints'))]}",
                       flush=True)

@@ -66,7 +66,7 @@ def make_ocp_observables(n: int, dim: int, temperature: float, volume: float, co
 
 def build_ocp(cfg: Config, lay: devices.Layout):
     """The ``driver.Built`` of an OCP run (same interface as the electron gas's)."""
-    from freeenergy.train.driver import Built
+    from freeenergy.train.driver import Built, make_to_local
     try:
         per_shard = lay.per_shard(cfg.batch)
     except devices.LayoutError as exc:
@@ -146,13 +146,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
                           step=jnp.zeros((), jnp.int32))
 
-    def to_local(state):
-        rows = lay.rank_rows(cfg.batch)
-        x = np.asarray(state.sampler.x)[rows]
-        nn = np.asarray(state.sampler.n)[rows]
-        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None, n=None)))
-        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x),
-                                                             n=devices.place_walkers(nn)))
+    to_local = make_to_local(lay, cfg.batch)
 
     def init_state(key):
         return to_local(global_state(key))   # exact samples: nothing to thermalize

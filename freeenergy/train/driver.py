@@ -62,6 +62,21 @@ class Built:
     van_hidden: tuple       # the VAN's hidden widths (resolved default)
 
 
+def make_to_local(lay: devices.Layout, batch: int) -> Callable:
+    """to_local(state with all ``batch`` walkers) -> this rank's rows of the walkers, split over
+    its devices, the rest replicated (the shardings the step returns, so it compiles once)."""
+
+    def to_local(state):
+        rows = lay.rank_rows(batch)
+        x = np.asarray(state.sampler.x)[rows]
+        n = np.asarray(state.sampler.n)[rows]
+        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None, n=None)))
+        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x),
+                                                             n=devices.place_walkers(n)))
+
+    return to_local
+
+
 def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     """Builds system, models, sampler, optimizer and the jitted training step."""
     jax.config.update("jax_enable_x64", True)
@@ -131,15 +146,7 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
         return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
                           step=jnp.zeros((), jnp.int32))
 
-    def to_local(state):
-        """This rank's rows of the walkers, split over its devices; the rest replicated (the
-        shardings the step returns, so the step compiles once)."""
-        rows = lay.rank_rows(cfg.batch)
-        x = np.asarray(state.sampler.x)[rows]
-        n = np.asarray(state.sampler.n)[rows]
-        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None, n=None)))
-        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x),
-                                                             n=devices.place_walkers(n)))
+    to_local = make_to_local(lay, cfg.batch)
 
     def init_state(key):
         state = to_local(global_state(key))
