@@ -31,7 +31,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from freeenergy import devices
-from freeenergy.config import Config, ConfigError
+from freeenergy.config import Config
 from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import SamplerState
@@ -65,12 +65,9 @@ def make_ocp_observables(n: int, dim: int, temperature: float, volume: float, co
 
 
 def build_ocp(cfg: Config, lay: devices.Layout):
-    """The ``driver.Built`` of an OCP run (same interface as the electron gas's)."""
+    """The ``driver.Built`` of an OCP run (same interface as the electron gas's); called by
+    ``driver.build``, which has checked the walker layout."""
     from freeenergy.train.driver import Built, make_to_local
-    try:
-        per_shard = lay.per_shard(cfg.batch)
-    except devices.LayoutError as exc:
-        raise ConfigError(str(exc)) from None
     system = make_system(cfg)
     n, dim, length = cfg.n, cfg.dim, system.length
     flow = make_proton_flow(n, dim, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
@@ -153,7 +150,6 @@ def build_ocp(cfg: Config, lay: devices.Layout):
 
     probe = jax.eval_shape(flow.init, jax.random.PRNGKey(0))
     n_params = {"protons": int(sum(np.prod(a.shape) for a in jax.tree.leaves(probe)))}
-    del per_shard
     return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
                  init_state=init_state, to_local=to_local, step=step, n_params=n_params,
                  parts=None, eval_step=eval_sharded, burn_in_step=eval_sharded, van_hidden=())

@@ -81,13 +81,13 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     """Builds system, models, sampler, optimizer and the jitted training step."""
     jax.config.update("jax_enable_x64", True)
     lay = layout or devices.layout()
-    if cfg.system == "ocp":
-        from freeenergy.train.build_ocp import build_ocp
-        return build_ocp(cfg, lay)
     try:
         per_shard = lay.per_shard(cfg.batch)
     except devices.LayoutError as exc:
         raise ConfigError(str(exc)) from None
+    if cfg.system == "ocp":
+        from freeenergy.train.build_ocp import build_ocp
+        return build_ocp(cfg, lay)
     system = make_system(cfg)
     dim, n_el, length = cfg.dim, system.n_electrons, system.length
     van_hidden = tuple(cfg.van_hidden) if cfg.van_hidden else default_hidden(system.space.size)

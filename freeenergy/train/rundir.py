@@ -80,8 +80,7 @@ def check_writable(path: str) -> None:
     if not os.path.isdir(probe):
         raise ConfigError(f"--out {path}: cannot create it, {probe} is not a directory")
     try:
-        with tempfile.NamedTemporaryFile(dir=probe, prefix=".freeenergy-probe-"):
-            pass
+        tempfile.NamedTemporaryFile(dir=probe, prefix=".freeenergy-probe-").close()  # deleted on close
     except OSError as exc:
         raise ConfigError(f"--out {path}: cannot write in {probe} ({exc.strerror})") from None
 
