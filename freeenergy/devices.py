@@ -180,6 +180,15 @@ def any_rank(flag: bool) -> bool:
     return bool(flag) if comm is None else bool(comm.allreduce(int(bool(flag))))
 
 
+def max_over_ranks(value: int) -> int:
+    """The largest of every rank's ``value`` (one allreduce), on every rank."""
+    comm = _comm()
+    if comm is None:
+        return int(value)
+    from mpi4py import MPI
+    return int(comm.allreduce(int(value), op=MPI.MAX))
+
+
 def gather_rows(local):
     """Concatenates every rank's (rows, ...) host array in rank order; result on rank 0 only."""
     import numpy as np

@@ -470,10 +470,13 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
                 print(f"step {done}/{cfg.steps}  F={row[1]:.6f}({row[2]:.1e})  E={row[3]:.6f}  "
                       f"S={row[7]:.4f}  acc={st['acceptance']:.2f}/{st['n_acceptance']:.2f}  "
                       f"{speed}", file=out, flush=True)
-            if devices.any_rank(fault is not None):
+            # one collective per step: 2 a failed write (on rank 0), 1 a signal (any rank)
+            event = devices.max_over_ranks(2 if fault is not None else
+                                           1 if signals.received is not None else 0)
+            if event == 2:
                 raise RunFault(fault or "log.csv (on rank 0)")
             last = done == cfg.steps
-            stop = devices.any_rank(signals.received is not None)  # all ranks stop together
+            stop = event == 1  # all ranks stop together
             if done % cfg.checkpoint_every == 0 or last or stop:
                 _save_checkpoint(built, ckpt_dir, state, done, log,
                                  {"update_scale": update_scale, "rewinds": rewinds,
