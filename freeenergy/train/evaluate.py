@@ -154,9 +154,12 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
                    run_dir: str, out=None, signals=None, dog=None) -> int:
     """Runs the evaluation of ``state.params`` on ``state.sampler``'s walkers (this rank's,
     placed as the step expects) and writes RUN_DIR/eval.json (rank 0). Returns an exit status:
-    0, or 75 when a signal stopped it (nothing written)."""
+    0, or 75 when a signal stopped it (nothing written). The OCP's samples are exact and
+    independent: it needs no burn-in (set to 0)."""
     out = sys.stdout if out is None else out
     lay = built.layout
+    if built.cfg.system == "ocp":
+        burn_in = 0
     key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_SEED_SALT)
     params, sampler = state.params, state.sampler
     records = []
