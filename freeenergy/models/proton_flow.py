@@ -124,14 +124,19 @@ def _gather(a: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
     return jnp.take_along_axis(a, idx[:, None], axis=-1)[:, 0]
 
 
-def spline_forward(sp: SplineParams, v: jnp.ndarray):
-    """y = h(v) for v (N,) in [0, L]; returns (y (N,) in [0, L], ln h'(v) (N,))."""
-    idx = _bin(sp.xk, v)
+def _knots_of_bin(sp: SplineParams, idx: jnp.ndarray):
+    """(x0, y0, d0, d1, width, height, slope) of each particle's bin ``idx`` (N,)."""
     x0, x1 = _gather(sp.xk, idx), _gather(sp.xk, idx + 1)
     y0, y1 = _gather(sp.yk, idx), _gather(sp.yk, idx + 1)
     d0, d1 = _gather(sp.dk, idx), _gather(sp.dk, idx + 1)
     w, h = x1 - x0, y1 - y0
-    s = h / w
+    return x0, y0, d0, d1, w, h, h / w
+
+
+def spline_forward(sp: SplineParams, v: jnp.ndarray):
+    """y = h(v) for v (N,) in [0, L]; returns (y (N,) in [0, L], ln h'(v) (N,))."""
+    idx = _bin(sp.xk, v)
+    x0, y0, d0, d1, w, h, s = _knots_of_bin(sp, idx)
     xi = (v - x0) / w  # in [0, 1] up to rounding; no clip (its gradient is halved at ties)
     t = xi * (1.0 - xi)
     den = s + (d1 + d0 - 2.0 * s) * t
@@ -144,11 +149,7 @@ def spline_forward(sp: SplineParams, v: jnp.ndarray):
 def spline_inverse(sp: SplineParams, y: jnp.ndarray):
     """v = h^{-1}(y) for y (N,) in [0, L]; returns (v (N,), ln (h^{-1})'(y) = -ln h'(v) (N,))."""
     idx = _bin(sp.yk, y)
-    x0, x1 = _gather(sp.xk, idx), _gather(sp.xk, idx + 1)
-    y0, y1 = _gather(sp.yk, idx), _gather(sp.yk, idx + 1)
-    d0, d1 = _gather(sp.dk, idx), _gather(sp.dk, idx + 1)
-    w, h = x1 - x0, y1 - y0
-    s = h / w
+    x0, y0, d0, d1, w, h, s = _knots_of_bin(sp, idx)
     dy = y - y0
     c2 = d1 + d0 - 2.0 * s
     a = h * (s - d0) + dy * c2
