@@ -183,6 +183,8 @@ def make_parser() -> argparse.ArgumentParser:
     p_bench.add_argument("--json", action="store_true", help="print one JSON object")
     p_bench.set_defaults(func=_cmd_bench)
     slurm.add_subparser(sub)  # slurm {single,multi,array}: render / write / submit job scripts
+    from freeenergy.results import cli as results_cli
+    results_cli.add_subparsers(sub)  # eos, mstar, hugoniot: tables from evaluated runs
     return parser
 
 
