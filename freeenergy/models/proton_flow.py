@@ -69,6 +69,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from freeenergy.models.pair_shift import PairShift
+
 MIN_BIN = 1e-3         # smallest bin width / height, as a fraction of L
 MIN_DERIVATIVE = 1e-3  # smallest knot derivative of a spline
 
@@ -277,7 +279,7 @@ class ProtonFlow(NamedTuple):
 
 def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: int = 32,
                      bins: int = 8, harmonics: int = 2, rounds: int = 2,
-                     absolute_features: bool = True) -> ProtonFlow:
+                     absolute_features: bool = True, pair_shift: bool = True) -> ProtonFlow:
     """Builds the flow of n particles in the box [0, length)^dim (see the module docstring).
 
     Args:
@@ -287,6 +289,8 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
         conditioner features; rounds: message-passing rounds (1 or more).
       absolute_features: let the conditioner see absolute positions along the non-moved axes
         (False: differences only, each layer then commutes with shifts along those axes).
+      pair_shift: follow every spline coupling by a pair-shift layer along the same axis
+        (``pair_shift.PairShift``: particles pushed apart by their neighbours, exact bijection).
     """
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3, got {dim}")
@@ -304,8 +308,12 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
     log_base = -dim * n * math.log(length)
 
     def flow_fn(x, inverse=False):
-        mods = [SplineCoupling(dim, l % dim, length, bins, hidden, harmonics, rounds,
-                               absolute_features, name=f"layer_{l}") for l in range(layers)]
+        mods = []
+        for l in range(layers):
+            mods.append(SplineCoupling(dim, l % dim, length, bins, hidden, harmonics, rounds,
+                                       absolute_features, name=f"layer_{l}"))
+            if pair_shift:
+                mods.append(PairShift(dim, l % dim, length, hidden, name=f"pair_{l}"))
         logdet = jnp.zeros((), x.dtype)
         for mod in (reversed(mods) if inverse else mods):
             x, ld = mod(x, inverse)
