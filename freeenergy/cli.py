@@ -38,6 +38,16 @@ class HelpFormatter(argparse.HelpFormatter):
         return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
 
 
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes no abbreviations: a mistyped or shortened flag exits 2
+    naming it, and is never read as a longer one (``--cpu`` as ``--cpus-per-task``). The parsers
+    of subcommands are of this class too: add_subparsers makes its parent's class."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def add_config_flags(parser: argparse.ArgumentParser):
     """One flag per Config field, default None (meaning: not given on the command line)."""
     group = parser.add_argument_group(
@@ -138,7 +148,7 @@ def _cmd_bench(args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="freeenergy", description=__doc__.splitlines()[0])
+    parser = Parser(prog="freeenergy", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train (or resume) a variational free-energy run",
                              formatter_class=HelpFormatter)

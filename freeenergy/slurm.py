@@ -1,10 +1,13 @@
 """``freeenergy slurm {single,multi,array}``: render (and optionally submit) the SLURM job templates.
 
 The templates ship inside the package, in ``freeenergy/slurm_templates/`` (``--template FILE``
-renders a copy you have edited for your site). Placeholders are ``@NAME@`` tokens; an ``#SBATCH``
-line whose value was not given (partition, account, time) is rendered as ``##SBATCH ...``, which
-sbatch ignores, so the cluster's default applies. Paths are made absolute so the job does not
-depend on the directory it is submitted from.
+renders a copy you have edited for your site). A line ``@INCLUDE NAME@`` is replaced by the file
+NAME (next to the template, else the packaged one; its ``#%`` lines left out): the parts every
+template shares, ``common_options.sbatch`` and ``common_run.sbatch``. Placeholders are ``@NAME@``
+tokens; an ``#SBATCH`` line whose value was not given (partition, account, time) is rendered as
+``##SBATCH ...``, which sbatch ignores, so the cluster's default applies, and a line holding only
+a placeholder whose value is empty is left out (the GPU request of a ``--cpu`` job). Paths are
+made absolute so the job does not depend on the directory it is submitted from.
 
 Default is a dry run: the config is validated (the same checks ``freeenergy train`` makes before
 building a model, plus the walker split over the ranks of a multi-node job), the script is
@@ -33,6 +36,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the 
 TEMPLATE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slurm_templates")
 TEMPLATES = {"single": "single_gpu.sbatch", "multi": "multi_node.sbatch", "array": "array.sbatch"}
 PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)@")
+INCLUDE = re.compile(r"^@INCLUDE ([A-Za-z0-9_.-]+)@[ \t]*$")
 OPTIONAL = ("PARTITION", "ACCOUNT", "TIME")  # unset: the #SBATCH line is commented out
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9_.,:+-]+$")
 _MAX_SIGNAL_SECONDS = 65535  # SLURM keeps --signal's time in 16 bits
@@ -50,11 +54,34 @@ def template_path(kind: str, template: str | None = None) -> str:
     return path
 
 
+def read_template(path: str) -> str:
+    """The text of the template at ``path`` with its ``@INCLUDE NAME@`` lines replaced by the
+    file NAME, from the template's directory or else the package's (``#%`` lines left out)."""
+    with open(path) as fh:
+        lines = fh.read().splitlines(keepends=True)
+    out = []
+    for line in lines:
+        m = INCLUDE.match(line.rstrip("\n"))
+        if not m:
+            out.append(line)
+            continue
+        name = m.group(1)
+        part = next((p for p in (os.path.join(os.path.dirname(os.path.abspath(path)), name),
+                                 os.path.join(TEMPLATE_DIR, name)) if os.path.isfile(p)), None)
+        if part is None:
+            raise ConfigError(f"{path}: @INCLUDE {name}@: no file {name} next to it or in "
+                              f"{TEMPLATE_DIR}")
+        with open(part) as fh:
+            out += [ln for ln in fh.read().splitlines(keepends=True) if not ln.startswith("#%")]
+    return "".join(out)
+
+
 def render(text: str, values: dict) -> str:
     """Substitutes every ``@NAME@`` of ``text`` with ``values[NAME]``.
 
-    A value of None comments out its ``#SBATCH`` line (an error anywhere else); a placeholder
-    without a value is an error, so no ``@NAME@`` survives rendering.
+    A value of None comments out its ``#SBATCH`` line (an error anywhere else); a line holding
+    only a placeholder whose value is "" is left out; a placeholder without a value is an error,
+    so no ``@NAME@`` survives rendering.
     """
     lines = []
     for line in text.splitlines(keepends=True):
@@ -71,6 +98,8 @@ def render(text: str, values: dict) -> str:
             option = "--" + unset[0].lower().replace("_", "-")
             lines.append(f"##SBATCH {flag}  (not set: the cluster's default; render with {option})\n")
             continue
+        if names and not PLACEHOLDER.sub("", line).strip() and all(values[n] == "" for n in names):
+            continue  # an empty line-long value: e.g. no GPU request in a --cpu job
         lines.append(PLACEHOLDER.sub(lambda m: str(values[m.group(1)]), line))
     text = "".join(lines)
     left = PLACEHOLDER.findall(text)  # only possible if a value itself looks like a placeholder
@@ -220,6 +249,55 @@ def _job_name(run_dir: str) -> str:
     return ("fe-" + name)[:64]
 
 
+def _device_values(kind: str, cpu: bool) -> dict:
+    """The placeholders that differ between a GPU job and a CPU job (``--cpu``: no GPU request
+    anywhere, and JAX held to the CPU even on a node that has GPUs)."""
+    if cpu:
+        return {"GPU_REQUEST": "", "SRUN_GPU": "", "RANK_UNIT": "rank(s)",
+                "PLATFORM": "export JAX_PLATFORMS=cpu   # a CPU job (rendered with --cpu): "
+                            "no GPU, even where the node has one"}
+    request = {"multi": "#SBATCH --gpus-per-node=@GPUS@\n# (some clusters want --gres=gpu:G "
+                        "instead of --gpus-per-node=G, or --exclusive, or a\n#  --constraint / "
+                        "--qos line: add it here)"}.get(
+        kind, "#SBATCH --gpus=1\n# (some clusters want --gres=gpu:1 instead of --gpus=1, or a "
+              "--constraint / --qos line: add it here)")
+    return {"GPU_REQUEST": request, "SRUN_GPU": "--gpus-per-task=1", "RANK_UNIT": "GPU(s)",
+            "PLATFORM": ""}
+
+
+def _multi_values(args, cfg: Config, saved: str, values: dict) -> str:
+    """Checks the ranks of a multi-node job (one per GPU, or ``--ranks-per-node`` of a ``--cpu``
+    job) against the batch, the run's own if it exists; sets NODES and RANKS_PER_NODE (and the
+    GPU count in the GPU request) in ``values``; returns a note for the user."""
+    nodes = _positive_int(args.nodes, "--nodes")
+    if args.cpu:
+        if args.gpus_per_node is not None:
+            raise ConfigError("--gpus-per-node requests GPUs, and a --cpu job has none: give the "
+                              "ranks per node with --ranks-per-node")
+        per_node = _positive_int(1 if args.ranks_per_node is None else args.ranks_per_node,
+                                 "--ranks-per-node")
+        layout, unit = f"{nodes} node(s) x {per_node} rank(s) per node", "rank"
+    else:
+        per_node = _positive_int(4 if args.gpus_per_node is None else args.gpus_per_node,
+                                 "--gpus-per-node")
+        layout, unit = f"{nodes} node(s) x {per_node} GPU(s), one rank per GPU", "GPU"
+        values["GPU_REQUEST"] = values["GPU_REQUEST"].replace("@GPUS@", str(per_node))
+    ranks = nodes * per_node
+    batches = [("--batch", cfg.batch)]
+    if os.path.exists(saved):
+        try:
+            with open(saved) as fh:
+                batches.append((f"--batch of {saved}", int(json.load(fh)["config"]["batch"])))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{saved}: not a readable run config ({exc!r})") from None
+    for option, batch in batches:
+        if batch % ranks:
+            raise ConfigError(f"{option} {batch} must be divisible by the {ranks} MPI ranks "
+                              f"({layout})")
+    values["NODES"], values["RANKS_PER_NODE"] = nodes, per_node
+    return f"{ranks} rank(s), {cfg.batch // ranks} walkers per {unit}"
+
+
 def run(args) -> int:
     kind = args.kind
     # 1. every check, before anything is written
@@ -244,12 +322,16 @@ def run(args) -> int:
         if args.signal_seconds >= limit:
             raise ConfigError(f"--signal-seconds {args.signal_seconds} must be shorter than --time "
                               f"{args.time} ({limit} s)")
+    if getattr(args, "ranks_per_node", None) is not None and not args.cpu:
+        raise ConfigError("--ranks-per-node is for --cpu jobs; a GPU job runs one rank per GPU "
+                          "(--gpus-per-node)")
     python = args.python or sys.executable
     values = {
         "JOB_NAME": args.job_name or _job_name(run_dir),
         "PARTITION": args.partition, "ACCOUNT": args.account, "TIME": args.time,
         "CPUS_PER_TASK": args.cpus_per_task, "SIGNAL_SECONDS": args.signal_seconds,
         "PYTHON": shlex.quote(python), "FREEENERGY_ROOT": shlex.quote(ROOT),
+        **_device_values(kind, args.cpu),
     }
     notes = []
     points, grid_dir = None, None
@@ -263,22 +345,7 @@ def run(args) -> int:
         if os.path.exists(saved):
             notes.append(f"{run_dir} already holds a run: the job resumes it with its saved config.json")
         if kind == "multi":
-            nodes = _positive_int(args.nodes, "--nodes")
-            gpus = _positive_int(args.gpus_per_node, "--gpus-per-node")
-            ranks = nodes * gpus
-            batches = [("--batch", cfg.batch)]
-            if os.path.exists(saved):
-                try:
-                    with open(saved) as fh:
-                        batches.append((f"--batch of {saved}", int(json.load(fh)["config"]["batch"])))
-                except (OSError, ValueError, KeyError, TypeError) as exc:
-                    raise ConfigError(f"{saved}: not a readable run config ({exc!r})") from None
-            for option, batch in batches:
-                if batch % ranks:
-                    raise ConfigError(f"{option} {batch} must be divisible by the {ranks} MPI ranks "
-                                      f"({nodes} node(s) x {gpus} GPU(s), one rank per GPU)")
-            values["NODES"], values["GPUS_PER_NODE"] = nodes, gpus
-            notes.append(f"{ranks} rank(s), {cfg.batch // ranks} walkers per GPU")
+            notes.append(_multi_values(args, cfg, saved, values))
     else:
         if not (args.rs or args.theta or args.temperature_k or args.temperature_ha):
             raise ConfigError("slurm array needs a grid: --rs and/or --theta (or --temperature-K, "
@@ -297,8 +364,7 @@ def run(args) -> int:
             notes.append(f"{len(points)} tasks: SLURM's default MaxArraySize is 1001 (task ids 0-1000); "
                          f"check `scontrol show config | grep MaxArraySize`")
         default_script = os.path.join(run_dir, "array.sbatch")
-    with open(template_path(kind, args.template)) as fh:
-        script = render(fh.read(), values)
+    script = render(read_template(template_path(kind, args.template)), values)
 
     # 2. dry run, write, or submit
     if points is not None:
@@ -332,17 +398,36 @@ def run(args) -> int:
     sys.stdout.write(proc.stdout)
     sys.stderr.write(proc.stderr)
     if proc.returncode != 0:
-        print(f"freeenergy: error: sbatch {path} failed with exit status {proc.returncode}",
-              file=sys.stderr)
-        return 1
+        print(f"freeenergy: error: sbatch refused {path} (exit status {proc.returncode}): "
+              f"{_sbatch_hint(proc.stderr + proc.stdout, args.cpu)}", file=sys.stderr)
+        return 2
     print(f"monitor: squeue -u $USER; tail -f {log_dir}/*.out; freeenergy summary RUN_DIR",
           file=sys.stderr)
     return 0
 
 
+def _sbatch_hint(message: str, cpu: bool) -> str:
+    """What to try after sbatch refused a rendered script with ``message``."""
+    if not cpu and re.search(r"gres|gpu", message, re.IGNORECASE):
+        return ("no GPUs on this partition? render with --cpu (a CPU job), or pick a partition "
+                "with GPUs (--partition; `sinfo -o '%P %G'` lists them)")
+    if re.search(r"account|association", message, re.IGNORECASE):
+        return "check --account against `sacctmgr show assoc user=$USER`"
+    if re.search(r"partition", message, re.IGNORECASE):
+        return "check --partition against `sinfo` (the partitions you may use)"
+    if re.search(r"time limit", message, re.IGNORECASE):
+        return "check --time against the partition's limit (`sinfo -o '%P %l'`)"
+    return ("the options of the script are in its #SBATCH lines; compare --cpus-per-task, --time, "
+            "--partition with what `sinfo` shows")
+
+
 def add_subparser(sub) -> None:
     """Registers ``slurm {single,multi,array}`` on the CLI's subparsers."""
     common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--cpu", action="store_true",
+                        help="a CPU job: no GPU requested (no --gpus lines, no --gpus-per-task), "
+                        "JAX on the CPU; for small systems and the one-component plasma, or a "
+                        "partition without GPUs. Default: GPU jobs")
     common.add_argument("--config", required=True, metavar="FILE",
                         help="JSON or YAML config of the run (for array: the base of every grid point)")
     common.add_argument("--run-dir", default=None, metavar="DIR",
@@ -357,7 +442,7 @@ def add_subparser(sub) -> None:
                         help="USR1 this many seconds before the time limit (must cover one training "
                         "step plus a checkpoint; SLURM may send it up to 60 s earlier); default 300")
     common.add_argument("--cpus-per-task", type=int, default=4, metavar="C",
-                        help="CPU cores per GPU (per task); default 4")
+                        help="CPU cores per task: per GPU, or per rank of a --cpu job; default 4")
     common.add_argument("--job-name", default=None, help="default: fe-<run directory name>")
     common.add_argument("--python", default=None, metavar="PATH",
                         help="Python the job runs (default: this one); the environment variable "
@@ -373,13 +458,20 @@ def add_subparser(sub) -> None:
     p = sub.add_parser("slurm", help="render (dry run), write or submit a SLURM job script",
                        description=__doc__.split("\n\n")[0])
     kinds = p.add_subparsers(dest="kind", required=True)
-    kinds.add_parser("single", parents=[common], help="one run on one GPU")
+    kinds.add_parser("single", parents=[common],
+                     help="one run on one GPU (--cpu: on CPU cores)")
     p_multi = kinds.add_parser("multi", parents=[common],
-                               help="one run on several nodes, one MPI rank per GPU")
+                               help="one run on several nodes, one MPI rank per GPU (--cpu: "
+                               "--ranks-per-node ranks per node)")
     p_multi.add_argument("--nodes", type=int, default=1, help="default 1")
-    p_multi.add_argument("--gpus-per-node", type=int, default=4, metavar="G", help="default 4")
+    p_multi.add_argument("--gpus-per-node", type=int, default=None, metavar="G",
+                         help="GPUs per node, one rank each; default 4 (not with --cpu)")
+    p_multi.add_argument("--ranks-per-node", type=int, default=None, metavar="R",
+                         help="MPI ranks per node of a --cpu job, each with --cpus-per-task "
+                         "cores; default 1")
     p_array = kinds.add_parser("array", parents=[common],
-                               help="a job array over a grid of (rs, theta) or (rs, T), one GPU per point")
+                               help="a job array over a grid of (rs, theta) or (rs, T), one GPU "
+                               "(--cpu: CPU cores) per point")
     p_array.add_argument("--rs", type=float, nargs="+", default=None, metavar="RS",
                          help="rs values (default: the config's)")
     temps = p_array.add_mutually_exclusive_group()

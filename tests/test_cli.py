@@ -116,6 +116,43 @@ def test_bad_input_is_a_clear_error(flags, message, tmp_path, capsys):
     assert not os.path.exists(os.path.join(str(tmp_path / "bad"), "log.csv"))
 
 
+@pytest.mark.parametrize("argv,flag", [
+    (["train", "--mc", "3"], "--mc"),                      # --mc-steps, --mc-thermalize, ...
+    (["train", "--step", "3"], "--step"),                  # --steps
+    (["train", "--rs", "1", "--temperatur", "3"], "--temperatur"),
+    (["bench", "--rep", "2"], "--rep"),                    # --repeats
+    (["eval", "RUN", "--burn", "3"], "--burn"),            # --burn-in
+    (["summary", "RUN", "--js"], "--js"),                  # --json
+    (["slurm", "single", "--config", "c.yaml", "--cpus", "2"], "--cpus"),  # --cpus-per-task
+    (["slurm", "multi", "--config", "c.yaml", "--ranks", "2"], "--ranks"),  # --ranks-per-node
+    (["slurm", "array", "--config", "c.yaml", "--temp", "1"], "--temp"),
+    (["slurm", "single", "--config", "c.yaml", "--gpus", "2"], "--gpus"),  # not a flag at all
+])
+def test_abbreviated_or_unknown_flag_exits_2_naming_it(argv, flag, capsys):
+    """No subcommand takes an abbreviation (argparse's default would read --cpus as
+    --cpus-per-task): the flag is named, exit 2, before anything is read or run."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized arguments: {flag}" in err, err
+
+
+def test_every_parser_refuses_abbreviations():
+    """Also the subcommands added later: their parsers are made by the CLI's own class."""
+    import argparse
+    from freeenergy.cli import make_parser
+
+    def parsers(parser):
+        yield parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+    found = list(parsers(make_parser()))
+    assert len(found) >= 9 and not [p.prog for p in found if p.allow_abbrev]
+
+
 def test_unknown_config_file_option(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"rs": 1.0, "temperature": 3}))

@@ -90,9 +90,15 @@ def _read(path):
 # ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=os.path.basename)
-def test_templates_pass_bash_n(path):
+def test_templates_pass_bash_n(path, tmp_path):
+    """Each template, with its shared parts put in (@INCLUDE), is bash, with the options every
+    job needs."""
     _bash_n(path)
-    text = open(path).read()
+    text = slurm.read_template(path)
+    assert "@INCLUDE" not in text and "#%" not in text
+    expanded = tmp_path / "expanded.sbatch"
+    expanded.write_text(text)
+    _bash_n(expanded)
     assert text.startswith("#!/bin/bash\n")
     for line in ("#SBATCH --requeue", "#SBATCH --open-mode=append",
                  "#SBATCH --signal=B:USR1@@SIGNAL_SECONDS@", "#SBATCH --partition=@PARTITION@",
@@ -144,6 +150,72 @@ def test_rendering_fills_every_placeholder(kind, tmp_path, capsys):
     assert not run_dir.exists()  # a dry run writes nothing
 
 
+@pytest.mark.parametrize("kind", ["single", "multi", "array"])
+def test_cpu_jobs_request_no_gpu(kind, tmp_path, capsys):
+    """--cpu: no GPU request anywhere (no --gpus* line, no --gpus-per-task), JAX on the CPU,
+    --cpus-per-task kept; every other line as in the GPU job."""
+    cfg = _write_config(tmp_path / "c.yaml", BASE)
+    common = ["--config", cfg, "--run-dir", str(tmp_path / "r"), "--cpus-per-task", "3"]
+    gpu_extra = {"multi": ["--nodes", "2", "--gpus-per-node", "4"], "array": ["--rs", "1", "2"]}
+    cpu_extra = {"multi": ["--nodes", "2", "--ranks-per-node", "4"], "array": ["--rs", "1", "2"]}
+    gpu = _render(capsys, kind, *common, *gpu_extra.get(kind, []))
+    cpu = _render(capsys, kind, *common, "--cpu", *cpu_extra.get(kind, []))
+    code = [ln for ln in cpu.splitlines() if not ln.startswith("# ")]   # comments may say --cpu
+    assert not [ln for ln in code if "--gpu" in ln or "gres" in ln]
+    assert "#SBATCH --cpus-per-task=3" in code
+    assert "export JAX_PLATFORMS=cpu" in cpu and "JAX_PLATFORMS" not in gpu
+    assert [ln for ln in gpu.splitlines() if "--gpus" in ln and not ln.startswith("# ")] == {
+        "multi": ["#SBATCH --gpus-per-node=4", "        --gpus-per-task=1"]}.get(
+            kind, ["#SBATCH --gpus=1"])
+    only_gpu = set(gpu.splitlines()) - set(cpu.splitlines())
+    assert all(re.search(r"--gpu|--gres|GPU\(s\)|--qos line", ln) for ln in only_gpu), only_gpu
+    if kind == "multi":
+        assert "#SBATCH --nodes=2" in code and "#SBATCH --ntasks-per-node=4" in code
+        assert "RANKS_PER_NODE=4" in code
+    path = tmp_path / "cpu.sbatch"
+    path.write_text(cpu)
+    _bash_n(path)
+
+
+def test_templates_share_their_common_parts():
+    """The options and the run logic live once, in the two parts every template includes."""
+    for path in TEMPLATES:
+        text = open(path).read()
+        assert "@INCLUDE common_options.sbatch@" in text and "@INCLUDE common_run.sbatch@" in text
+        assert "scontrol requeue" not in text and "#SBATCH --requeue" not in text
+    assert {"common_options.sbatch", "common_run.sbatch"} <= set(os.listdir(slurm.TEMPLATE_DIR))
+
+
+def test_include_in_an_edited_template(tmp_path, capsys):
+    cfg = _write_config(tmp_path / "c.yaml", BASE)
+    template = tmp_path / "mine.sbatch"
+    template.write_text("#!/bin/bash\n@INCLUDE common_options.sbatch@\n#SBATCH --qos=long\n"
+                        "PYTHON=@PYTHON@\nCONFIG=@CONFIG@\nRUN_DIR=@RUN_DIR@\njob_id=1 what=x "
+                        "where=y\nlaunch=(srun)\n@INCLUDE common_run.sbatch@\n")
+    script = _render(capsys, "single", "--config", cfg, "--template", str(template))
+    assert "#SBATCH --requeue" in script and "scontrol requeue" in script
+    assert "#SBATCH --qos=long" in script and "#%" not in script
+    (tmp_path / "common_run.sbatch").write_text("#% mine\necho my own run part\n")
+    script = _render(capsys, "single", "--config", cfg, "--template", str(template))
+    assert script.rstrip().endswith("echo my own run part")  # next to the template wins
+    template.write_text("#!/bin/bash\n@INCLUDE nothing.sbatch@\n")
+    assert main(["slurm", "single", "--config", cfg, "--template", str(template)]) == 2
+    assert "@INCLUDE nothing.sbatch@" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("message,cpu,hint", [
+    ("sbatch: error: Invalid generic resource (gres) specification", False, "render with --cpu"),
+    ("sbatch: error: invalid partition specified: gpu", True, "--partition"),
+    ("sbatch: error: Invalid account or account/partition combination", True, "--account"),
+    ("sbatch: error: Requested time limit is invalid (missing or exceeds some limit)", True,
+     "--time"),
+    ("sbatch: error: Batch job submission failed: Requested node configuration is not "
+     "available", True, "--cpus-per-task"),
+])
+def test_sbatch_refusal_hints(message, cpu, hint):
+    assert hint in slurm._sbatch_hint(message, cpu)
+
+
 def test_unset_options_are_commented_out_and_write_makes_executable(tmp_path, capsys):
     cfg = _write_config(tmp_path / "c.yaml", BASE)
     out = tmp_path / "jobs" / "job.sbatch"
@@ -176,6 +248,11 @@ def test_bad_config_exits_2_and_writes_nothing(kind, tmp_path, capsys):
     (["single", "--time", "soon"], "--time"),
     (["single", "--partition", "gpu; rm -rf ~"], "--partition"),
     (["multi", "--nodes", "3", "--gpus-per-node", "4"], "--batch 64 must be divisible by the 12"),
+    (["multi", "--cpu", "--gpus-per-node", "2"], "--gpus-per-node requests GPUs"),
+    (["multi", "--ranks-per-node", "2"], "--ranks-per-node is for --cpu jobs"),
+    (["multi", "--cpu", "--ranks-per-node", "0"], "--ranks-per-node"),
+    (["multi", "--cpu", "--nodes", "3", "--ranks-per-node", "2"],
+     "--batch 64 must be divisible by the 6 MPI ranks (3 node(s) x 2 rank(s) per node)"),
     (["array"], "needs a grid"),
     (["array", "--rs", "1", "1"], "twice"),
     (["array", "--theta", "0.5", "-1"], "--theta"),
@@ -360,6 +437,20 @@ def test_multi_node_script_launch(tmp_path, fake_slurm):
     assert srun[1:6] == ["--ntasks-per-node=4", "--gpus-per-task=1", "--cpus-per-task=4",
                          "--kill-on-bad-exit=1", "--mpi=pmi2"]
     assert _read(env["SCONTROL_LOG"]) == "requeue 77\n"
+
+
+def test_multi_node_cpu_script_launch(tmp_path, fake_slurm):
+    bin_dir, env = fake_slurm
+    _fake_srun(bin_dir, "record")
+    script = _write_script(tmp_path, "multi", "--cpu", "--nodes", "2", "--ranks-per-node", "4")
+    rc, out = _run_script(script, dict(env, SLURM_JOB_ID="78", FAKE_STATUS="0",
+                                       SLURM_CPUS_PER_TASK="4", SLURM_JOB_NUM_NODES="2"))
+    assert rc == 0, out
+    assert "on 2 node(s) x 4 rank(s)" in out
+    srun = _read(env["SRUN_LOG"]).split()
+    assert srun[0] == "FREEENERGY_MPI=1"
+    assert srun[1:5] == ["--ntasks-per-node=4", "--cpus-per-task=4", "--kill-on-bad-exit=1",
+                         "--mpi=pmi2"]
 
 
 def test_array_script_picks_its_task(tmp_path, fake_slurm, capsys):
