@@ -249,6 +249,16 @@ def _job_name(run_dir: str) -> str:
     return ("fe-" + name)[:64]
 
 
+def _gpu_request(kind: str, gpus_per_node: int = 4) -> str:
+    """The #SBATCH GPU request of a GPU job (the GPU_REQUEST placeholder)."""
+    if kind == "multi":
+        return (f"#SBATCH --gpus-per-node={gpus_per_node}\n# (some clusters want --gres=gpu:G "
+                f"instead of --gpus-per-node=G, or --exclusive, or a\n#  --constraint / --qos "
+                f"line: add it here)")
+    return ("#SBATCH --gpus=1\n# (some clusters want --gres=gpu:1 instead of --gpus=1, or a "
+            "--constraint / --qos line: add it here)")
+
+
 def _device_values(kind: str, cpu: bool) -> dict:
     """The placeholders that differ between a GPU job and a CPU job (``--cpu``: no GPU request
     anywhere, and JAX held to the CPU even on a node that has GPUs)."""
@@ -256,13 +266,8 @@ def _device_values(kind: str, cpu: bool) -> dict:
         return {"GPU_REQUEST": "", "SRUN_GPU": "", "RANK_UNIT": "rank(s)",
                 "PLATFORM": "export JAX_PLATFORMS=cpu   # a CPU job (rendered with --cpu): "
                             "no GPU, even where the node has one"}
-    request = {"multi": "#SBATCH --gpus-per-node=@GPUS@\n# (some clusters want --gres=gpu:G "
-                        "instead of --gpus-per-node=G, or --exclusive, or a\n#  --constraint / "
-                        "--qos line: add it here)"}.get(
-        kind, "#SBATCH --gpus=1\n# (some clusters want --gres=gpu:1 instead of --gpus=1, or a "
-              "--constraint / --qos line: add it here)")
-    return {"GPU_REQUEST": request, "SRUN_GPU": "--gpus-per-task=1", "RANK_UNIT": "GPU(s)",
-            "PLATFORM": ""}
+    return {"GPU_REQUEST": _gpu_request(kind), "SRUN_GPU": "--gpus-per-task=1",
+            "RANK_UNIT": "GPU(s)", "PLATFORM": ""}
 
 
 def _multi_values(args, cfg: Config, saved: str, values: dict) -> str:
@@ -281,7 +286,7 @@ def _multi_values(args, cfg: Config, saved: str, values: dict) -> str:
         per_node = _positive_int(4 if args.gpus_per_node is None else args.gpus_per_node,
                                  "--gpus-per-node")
         layout, unit = f"{nodes} node(s) x {per_node} GPU(s), one rank per GPU", "GPU"
-        values["GPU_REQUEST"] = values["GPU_REQUEST"].replace("@GPUS@", str(per_node))
+        values["GPU_REQUEST"] = _gpu_request("multi", per_node)
     ranks = nodes * per_node
     batches = [("--batch", cfg.batch)]
     if os.path.exists(saved):
