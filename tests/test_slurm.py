@@ -177,6 +177,19 @@ def test_cpu_jobs_request_no_gpu(kind, tmp_path, capsys):
     _bash_n(path)
 
 
+@pytest.mark.parametrize("kind,flags", [("single", ["--cpu", "--cpus-per-task"]),
+                                        ("multi", ["--cpu", "--ranks-per-node", "--gpus-per-node"]),
+                                        ("array", ["--cpu"])])
+def test_help_lists_the_cpu_flags(kind, flags, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["slurm", kind, "--help"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a CPU job: no GPU requested" in out
+    for flag in flags:
+        assert flag in out
+
+
 def test_templates_share_their_common_parts():
     """The options and the run logic live once, in the two parts every template includes."""
     for path in TEMPLATES:
