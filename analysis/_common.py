@@ -63,7 +63,8 @@ def load_eos_rows(inputs: list[str]) -> list[dict]:
     try:
         for path in inputs:
             if is_table(path):
-                rows += table.read_json_rows(path) if path.endswith(".json") else table.read_csv(path)
+                read = table.read_json_rows if path.endswith(".json") else table.read_csv
+                rows += read(path)
             else:
                 dirs.append(path)
         if dirs:

@@ -55,7 +55,8 @@ def main(argv=None) -> int:
                                                                       "isotherm" else "rs"]):
         members.sort(key=lambda r: r[x])
         first = members[0]
-        what = (f"T = {first['T_K']:.4g} K" if args.kind == "isotherm" else f"rs = {first['rs']:g}")
+        what = (f"T = {first['T_Ha']:.4g} Ha ({first['T_K']:.0f} K)" if args.kind == "isotherm"
+                else f"rs = {first['rs']:g}")
         label = f"{first['system']} {int(first['dim'])}D N={int(first['n'])}, {what}"
         ax.errorbar([r[x] for r in members], [r[args.quantity] for r in members],
                     yerr=[r.get(args.quantity + "_err") or 0.0 for r in members],

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The Hugoniot: pressure against compression rho/rho_0, and the Hugoniot function per isotherm.
 
-    python analysis/plot_hugoniot.py hugoniot.json --out hugoniot   # from `freeenergy hugoniot --out`
+    freeenergy hugoniot RUN_DIR... --out h && python analysis/plot_hugoniot.py h.json --out hugoniot
     python analysis/plot_hugoniot.py RUN_DIR... --out hugoniot [--isotope hydrogen] [--e0 E0 ...]
 
 INPUT: tables written by ``freeenergy hugoniot --out TABLE`` (TABLE.json) or run directories
@@ -44,7 +44,8 @@ def _load(args) -> tuple[list, dict]:
 
 def main(argv=None) -> int:
     p = _common.parser(__doc__.strip().splitlines()[0],
-                       "hugoniot tables (.json from `freeenergy hugoniot --out`) or run directories")
+                       "hugoniot tables (.json from `freeenergy hugoniot --out`) or run "
+                       "directories")
     p.add_argument("--isotope", choices=("deuterium", "hydrogen"), default="deuterium")
     p.add_argument("--e0", type=float, default=None, help="initial energy per atom (Ha)")
     p.add_argument("--rho0", type=float, default=None, help="initial density (g/cm^3)")
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
                       yerr=[root.get("P_GPa_err") or 0.0 for _, root in points],
                       fmt="o", ms=5, capsize=3, label="this work (isotherm roots)")
         for line, root in points:
-            left.annotate(f"{line['T_K']:.3g} K", (root["compression"], root["P_GPa"]),
+            left.annotate(f"{line['T_K']:.0f} K", (root["compression"], root["P_GPa"]),
                           textcoords="offset points", xytext=(4, 4), fontsize=7)
     else:
         left.text(0.5, 0.5, "no isotherm brackets H = 0", ha="center", transform=left.transAxes)
@@ -76,7 +77,7 @@ def main(argv=None) -> int:
     for line in results:
         comp = [v0 / v for v in line["v"]]
         right.errorbar(comp, line["H"], yerr=[e or 0.0 for e in line["H_err"]], fmt="o-", ms=4,
-                       capsize=3, label=f"{line['system']} N={line['n']}, T = {line['T_K']:.4g} K")
+                       capsize=3, label=f"{line['system']} N={line['n']}, T = {line['T_K']:.0f} K")
     right.axhline(0.0, color="0.5", lw=0.8)
     right.set_xlabel(r"$\rho/\rho_0 = v_0/v$")
     right.set_ylabel("H [Ha/particle]")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Effective mass m*/m of the electron gas against rs, with error bars.
 
-    python analysis/plot_mstar.py mstar.json --out mstar            # from `freeenergy mstar --out mstar`
+    freeenergy mstar RUN_DIR... --out mstar && python analysis/plot_mstar.py mstar.json --out mstar
     python analysis/plot_mstar.py RUN_DIR... --out mstar [--reference ref.csv]
 
 INPUT: tables written by ``freeenergy mstar --out TABLE`` (TABLE.json) or run directories

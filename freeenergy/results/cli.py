@@ -22,10 +22,10 @@ def _warn(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _emit(args, markdown: str, csv_text: str, json_text: str, rows) -> None:
+def _emit(args, markdown: str, csv_text: str, json_text: str) -> None:
     print(markdown, end="")
     if args.out:
-        for path in table.write_tables(rows, args.out, markdown, csv_text, json_text):
+        for path in table.write_tables(args.out, markdown, csv_text, json_text):
             print(f"wrote {path}", file=sys.stderr)
 
 
@@ -37,7 +37,7 @@ def eos_rows(run_dirs: list[str], warn=_warn) -> list[dict]:
 
 def cmd_eos(args) -> int:
     rows = eos_rows(args.run_dirs)
-    _emit(args, table.to_markdown(rows), table.to_csv(rows), table.to_json(rows), rows)
+    _emit(args, table.to_markdown(rows), table.to_csv(rows), table.to_json(rows))
     return 0
 
 
@@ -47,7 +47,7 @@ def cmd_mstar(args) -> int:
     ratio, slopes = mstar.mstar_rows(runs.read_runs(args.run_dirs), _warn, args.theta_max)
     json_text = table.to_json(ratio, mstar.UNITS, slopes=slopes)
     _emit(args, mstar.to_markdown(ratio, slopes), table.to_csv(ratio, mstar.CSV_COLUMNS),
-          json_text, ratio)
+          json_text)
     return 0
 
 
@@ -68,7 +68,7 @@ def cmd_hugoniot(args) -> int:
                                        "compression_err", "P_GPa", "P_GPa_err", "P", "P_err",
                                        "v", "v_err", "between_rs"))
     json_text = table.to_json(results, hugoniot.UNITS, initial_state=state)
-    _emit(args, markdown, csv_text, json_text, results)
+    _emit(args, markdown, csv_text, json_text)
     return 0
 
 

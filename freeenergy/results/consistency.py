@@ -52,7 +52,8 @@ def derivative(xs, ys, errs=None) -> list[tuple]:
         raise ValueError(f"nodes must be strictly increasing, got {list(xs)}")
     out = []
     for i in range(n):
-        idx = [0, 1] if n == 2 else list(range(min(max(i - 1, 0), n - 3), min(max(i - 1, 0), n - 3) + 3))
+        start = min(max(i - 1, 0), n - 3)
+        idx = [0, 1] if n == 2 else [start, start + 1, start + 2]
         w = lagrange_derivative_weights([xs[j] for j in idx], xs[i])
         value = sum(wk * ys[j] for wk, j in zip(w, idx))
         if errs is None or any(errs[j] is None for j in idx):

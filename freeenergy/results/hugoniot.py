@@ -107,7 +107,8 @@ def hugoniot_points(rows: list[dict], state: dict) -> list[dict]:
     lines: dict = {}
     for r in rows:
         if r["dim"] == 3 and has_numbers(r):
-            lines.setdefault((_family(r, ISOTHERM_OPTIONS), float(f"{r['T_Ha']:.9e}")), []).append(r)
+            key = (_family(r, ISOTHERM_OPTIONS), float(f"{r['T_Ha']:.9e}"))
+            lines.setdefault(key, []).append(r)
     out = []
     for members in lines.values():
         members = sorted(members, key=lambda r: r["v"])
@@ -120,11 +121,12 @@ def hugoniot_points(rows: list[dict], state: dict) -> list[dict]:
                 a, b = members[i], members[i + 1]
                 root = root_between(a, b, e0, p0, v0) if h[i] != h[i + 1] else \
                     {"v": a["v"], "v_err": None, "P": a["P"], "P_err": a["P_err"]}
+                v_err, p_err = root["v_err"], root["P_err"]
                 root.update(
                     compression=v0 / root["v"],
-                    compression_err=None if root["v_err"] is None else v0 * root["v_err"] / root["v"] ** 2,
+                    compression_err=None if v_err is None else v0 * v_err / root["v"] ** 2,
                     P_GPa=root["P"] * HA_PER_BOHR3_IN_GPA,
-                    P_GPa_err=None if root["P_err"] is None else root["P_err"] * HA_PER_BOHR3_IN_GPA,
+                    P_GPa_err=None if p_err is None else p_err * HA_PER_BOHR3_IN_GPA,
                     between_rs=[a["rs"], b["rs"]])
                 roots.append(root)
         first = members[0]

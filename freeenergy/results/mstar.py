@@ -43,10 +43,10 @@ def exact_ideal_entropy(run: Run) -> float:
         raise ConfigError(f"{run.path}: the rebuilt basis has {basis.n_states} states, "
                           f"config.json says {der['n_states']}")
     per_species = der["n_per_species"]
-    total, cache = 0.0, {}
+    total, cache, temperature = 0.0, {}, der["temperature_ha"]
     for n_s in per_species:
         if n_s not in cache:
-            cache[n_s] = ideal.canonical_ideal_gas_dp(basis.energies, n_s, der["temperature_ha"])["S"]
+            cache[n_s] = ideal.canonical_ideal_gas_dp(basis.energies, n_s, temperature)["S"]
         total += cache[n_s]
     return total / sum(per_species)
 
@@ -140,7 +140,7 @@ def to_markdown(ratio: list[dict], slopes: list[dict]) -> str:
         twist = (f"avg of {r['n_twists']}" if r["twist"] == "average"
                  else "(" + ", ".join(f"{x:g}" for x in r["twist"]) + ")")
         lines.append(f"| {r['dim']} | {r['n']} | {'para' if r['paramagnetic'] else 'pol'} | "
-                     f"{r['rs']:g} | {r['theta']:g} | {r['T_K']:.5g} | {twist} | "
+                     f"{r['rs']:g} | {r['theta']:g} | {r['T_K']:.0f} | {twist} | "
                      f"{fmt(r['S'], r['S_err'])} | {r['S0']:.6g} | "
                      f"{fmt(r['mstar'], r['mstar_err'])} | {r['eval']} |")
     if slopes:

@@ -140,7 +140,8 @@ def _average(rows: list[dict]) -> dict:
     def combine(group: list[dict]) -> dict:
         out = dict(group[0])
         for q in AVERAGED:
-            out[q], out[q + "_err"] = _mean_err([r[q] for r in group], [r[q + "_err"] for r in group])
+            out[q], out[q + "_err"] = _mean_err([r[q] for r in group],
+                                                [r[q + "_err"] for r in group])
         for q in IDEAL:
             out[q] = _mean_err([r[q] for r in group], [0.0] * len(group))[0]
         out["_extra"] = {k: _mean_err([r["_extra"][k] for r in group], [0.0] * len(group))[0]
@@ -295,7 +296,8 @@ def to_markdown(rows: list[dict]) -> str:
         cells = [r["system"] + ("" if r.get("paramagnetic") is None else
                                 (" para" if r["paramagnetic"] else " pol")),
                  str(r["dim"]), str(r["n"]), f"{r['rs']:g}", _fmt(r.get("density"), ".4g"),
-                 _fmt(r["T_K"], ".5g"), temp, _twist_text(r)]
+                 f"{r['T_K']:.0f}" if r["T_K"] >= 100 else f"{r['T_K']:.4g}", temp,
+                 _twist_text(r)]
         cells += [format_pm(r.get(q), r.get(q + "_err")) if has_numbers(r) else "n/a"
                   for q in QUANTITIES]
         cells += [format_pm(r.get("S_fd"), r.get("S_fd_err")) if r.get("S_fd") is not None else "",
@@ -333,7 +335,7 @@ def write_text(path: str, text: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-def write_tables(rows: list[dict], out: str, markdown: str, csv_text: str, json_text: str) -> list[str]:
+def write_tables(out: str, markdown: str, csv_text: str, json_text: str) -> list[str]:
     """Writes PREFIX.csv, PREFIX.json and PREFIX.md (PREFIX = ``output_prefix(out)``); returns
     the paths."""
     prefix = output_prefix(out)
