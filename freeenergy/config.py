@@ -48,6 +48,7 @@ class Config:
     proton_flow_layers: int = 4    # ocp: coupling layers of the proton flow (each transforms one Cartesian axis)
     proton_flow_hidden: int = 32   # ocp: width of the proton flow's equivariant conditioner
     proton_flow_bins: int = 8      # ocp: bins of each circular rational-quadratic spline
+    proton_flow_pair_shift: bool = True  # ocp: a pair-shift layer after every spline coupling
     # --- sampling ---
     sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
     mc_steps: int = 50             # all-electron Metropolis moves per training step
@@ -117,6 +118,9 @@ HELP: dict[str, str] = {
     "proton_flow_hidden": "ocp: width of the proton flow's permutation-equivariant conditioner, "
                           "integer >= 1",
     "proton_flow_bins": "ocp: bins of each circular rational-quadratic spline, integer >= 2",
+    "proton_flow_pair_shift": "ocp: follow every spline coupling by a pair-shift layer along the "
+                              "same axis, which pushes protons apart by their neighbours (exact "
+                              "bijection); --no-proton-flow-pair-shift: splines only",
     "paramagnetic": "two spin species with n/2 electrons each; --no-paramagnetic: fully "
                     "spin-polarized",
     "coupling": "lambda multiplying the Coulomb energy, >= 0 (0: the ideal gas, exact; 1: the "

@@ -29,7 +29,13 @@ axes b != a of all particles:
   neighbours' hidden states into the pair messages (``rounds=2``). Cost O(N^2 hidden) per layer.
 
 As no spline parameter depends on any coordinate along a, a layer's Jacobian is diagonal in the
-moved coordinates: ln|det| is the sum of the splines' log-slopes. The last conditioner layer
+moved coordinates: ln|det| is the sum of the splines' log-slopes. That same blindness means a
+spline layer cannot keep two particles apart along a (it can only localize each), so by default
+every spline layer is followed by a pair-shift layer along the same axis (``pair_shift.py``):
+x_ia -> x_ia + dPsi/dx_ia for a bounded pair potential Psi of the separations along a, weighted by
+the separations across a; its N x N Jacobian is symmetric positive definite by construction
+(ln det by Cholesky, inverse by Newton's method). On the 3D OCP with N = 8 at Gamma = 10 it took
+the bound from 2.3 to 0.5 k_B T per particle above the Monte Carlo value in 300 Adam steps. The last conditioner layer
 starts at zero (equal bins, unit derivatives, tau = 0), so a fresh flow is the identity and p is
 the ideal-gas density L^(-dim N) exactly.
 
@@ -41,8 +47,8 @@ Symmetries (what holds exactly):
 * with ``absolute_features=False`` each layer commutes with a common shift of all particles along
   its non-moved axes (its conditioner sees differences only).
 
-Translation invariance of p along the MOVED axis is NOT built in, and within these layers it
-cannot be: the conditioner of a layer moving axis a is blind to every coordinate along a (that
+Translation invariance of p along the MOVED axis is NOT built in (pair-shift layers have it along
+every axis; the spline layers do not), and within spline layers it cannot be: the conditioner of a layer moving axis a is blind to every coordinate along a (that
 is what makes the Jacobian diagonal), so a common shift c along a reaches each particle's circle
 map h_i only through its argument; h_i(x + c) = h_i(x) + c for all c forces h_i' = 1, i.e. a
 rotation with zero log-det. A reference point c_a built from the other axes (as a "circular mean")
@@ -200,12 +206,10 @@ class Conditioner(hk.Module):
                                 s[:, :, None] * w_cos + c[:, :, None] * w_sin,
                                 const[:, None, :]], axis=1)  # (N, 2g + 1, hid), index j
         cols = jnp.concatenate([c, s, jnp.ones_like(c[:, :1])], axis=-1)  # (N, 2g + 1), index i
-        # a broadcast sum over the 2g + 1 terms, not an einsum: XLA on CPU fuses it with the
-        # tanh and the mean that follow instead of writing out an (N, N, hidden) dot product
-        # (3x faster); the barrier keeps the O(N) rows/cols out of that O(N^2) fused loop
-        # (without it the second round was 6x slower, N = 54, batch 1024)
-        cols, rows = jax.lax.optimization_barrier((cols, rows))
-        return jnp.sum(cols[:, None, :, None] * rows[None, :, :, :], axis=2)
+        # one matrix product over the 2g + 1 terms. (A fused broadcast sum sampled ~3x faster
+        # on CPU but made the training step's backward pass 6x slower and 10x larger: N = 54,
+        # batch 64, three layers, 11.5 s and 2.2 GB against 2.0 s and 0.23 GB.)
+        return jnp.einsum("ik,jkh->ijh", cols, rows)
 
     def __call__(self, y: jnp.ndarray) -> jnp.ndarray:
         hid = self.hidden
@@ -316,7 +320,9 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
                 mods.append(PairShift(dim, l % dim, length, hidden, name=f"pair_{l}"))
         logdet = jnp.zeros((), x.dtype)
         for mod in (reversed(mods) if inverse else mods):
-            x, ld = mod(x, inverse)
+            # rematerialized: the backward pass recomputes one layer's O(N^2 hidden) activations
+            # instead of keeping every layer's (batch 256, N = 54: 36 GB without it)
+            x, ld = hk.remat(lambda v, m=mod: m(v, inverse))(x)
             logdet = logdet + ld
         return x, logdet
 
