@@ -41,6 +41,7 @@ TINY = {"dim": 2, "n": 5, "rs": 2.0, "theta": 0.5, "batch": 16, "mc_steps": 100,
 # steps of the pre-emption cases (~40 a second): the USR1 run must outlast the wait for the
 # signal (up to half a minute, or a minute) at full speed
 PREEMPT = {"requeue": {"steps": 400}, "usr1": {"steps": 2400}, "scancel": {"steps": 400}}
+USR1_SECONDS = 120  # --signal-seconds of the USR1 case (its --time: 30 minutes, then lowered)
 TIMEOUT = 600  # s, for any one job
 
 
@@ -183,14 +184,14 @@ def _requeue(job_id, run_dir, record):
 
 
 def _usr1(job_id, run_dir, record):
-    """A time limit that sends USR1: once the run is training, the limit is lowered so that
-    SLURM sends the job's --signal at its next time-limit check (slurmctld checks every 30 s and
-    sends it when at most signal-seconds + 30 s are left); after the requeue it is raised again,
-    so that the resumed run finishes in one go."""
+    """A time limit that sends USR1 (--signal-seconds 120): once the run is training, its limit
+    is lowered so that SLURM sends the signal at its next time-limit check (slurmctld checks
+    every 30 s, and sends it when at most signal-seconds + 30 s are left); after the requeue it
+    is raised again, so that the resumed run finishes in one go."""
     _wait_until(lambda: len(_rows(run_dir)) >= 3, "3 steps of the job with the time limit")
     info = _job(job_id)
     run_s = _seconds(info["RunTime"])
-    limit_min = (run_s + 120 + 30) // 60  # leaves between 90 and 150 s: USR1 at the next check
+    limit_min = (run_s + USR1_SECONDS + 30) // 60  # leaves 90 to 150 s: USR1 at the next check
     _scontrol("update", f"JobId={job_id}", f"TimeLimit={limit_min}")
     record["limit_min"] = limit_min
     _wait_until(lambda: int(_job(job_id)["Restarts"]) >= 1, "the USR1 requeue", timeout=180)
@@ -260,7 +261,8 @@ def _preempt(out, case):
     """Submits the job of a pre-emption case and starts the thread that drives it."""
     config = PREEMPT[case]
     base, env = out["base"], out["env"]
-    script, run_dir = _render(base, "single", case, env, **config)
+    extra = ["--time", "30", "--signal-seconds", str(USR1_SECONDS)] if case == "usr1" else []
+    script, run_dir = _render(base, "single", case, env, *extra, **config)
     job_id = _sbatch(script, env)
     record = {"script": script, "run_dir": run_dir, "job_id": job_id, "steps": config["steps"]}
     args = (job_id, run_dir, record) + ((script, env) if case == "scancel" else ())
@@ -356,6 +358,8 @@ def test_time_limit_usr1_requeues_and_resumes(jobs):
         pytest.skip("needs root: the test raises the job's time limit after the USR1 requeue")
     record = jobs["usr1"]
     _finish(record)
+    script = record["script"].read_text().splitlines()
+    assert "#SBATCH --time=30" in script and f"#SBATCH --signal=B:USR1@{USR1_SECONDS}" in script
     _assert_resumed_once_each(record, "USR1")
     log = _out(record["run_dir"])
     assert f"requeueing job {record['job_id']}" in log  # the script requeued itself
