@@ -135,7 +135,7 @@ def test_pathwise_gradient_agrees_with_the_score_function_estimator():
     other = jax.random.split(jax.random.PRNGKey(6), 4096)
     v = jax.jit(jax.grad(lambda p: jnp.mean(jax.vmap(objective, (None, 0))(p, other))))(params)
 
-    keys = jax.random.split(jax.random.PRNGKey(5), 20000)
+    keys = jax.random.split(jax.random.PRNGKey(5), 40000)
     path = jax.jit(jax.vmap(lambda k: jax.jvp(lambda p: objective(p, k), (params,), (v,))[1]))(keys)
     s, logp = jax.jit(jax.vmap(flow.sample, (None, 0)))(params, keys)
     value = jax.jit(jax.vmap(lambda x: ew.energy_same_charge(x, 1.0)))(s) + kt * logp
