@@ -173,6 +173,7 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
         "system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs, "theta": cfg.theta,
         "paramagnetic": cfg.paramagnetic, "batch": cfg.batch, "mc_steps": cfg.mc_steps,
         "laplacian": cfg.laplacian, "optimizer": cfg.optimizer, "backflow": cfg.backflow,
+        "sr_solver": cfg.sr_solver,
         "n_states": int(built.system.basis.n_states), "n_params": built.n_params,
         "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
         "walkers_per_rank": per_rank, "walkers_per_device": per_device,
@@ -238,7 +239,9 @@ def format_bench(r: dict) -> str:
         return "\n".join(lines + [f"  WARNING: {w}" for w in r.get("warnings", [])])
     lines = [
         f"bench {r['system']} dim={r['dim']} n={r['n']} batch={r['batch']} mc_steps={r['mc_steps']} "
-        f"laplacian={r['laplacian']} optimizer={r['optimizer']} on {r['device']}",
+        f"laplacian={r['laplacian']} optimizer={r['optimizer']}"
+        + (f" (sr solver {r['sr_solver']})" if r["optimizer"] == "sr" else "")
+        + f" on {r['device']}",
         f"  params: van={r['n_params']['van']} flow={r['n_params']['flow']}, states/spin={r['n_states']}",
         f"  medians of {r['repeats']} repeats; spread = (max - min) / median",
         _row("sampling", r, "sampling"),

@@ -18,6 +18,7 @@ from typing import Any, Optional
 SYSTEMS = ("ueg", "ocp")
 LAPLACIANS = ("analytic", "folx", "loop")
 OPTIMIZERS = ("sr", "adam")
+SR_SOLVERS = ("direct", "cg")
 SAMPLINGS = ("joint", "redraw")
 
 
@@ -69,6 +70,9 @@ class Config:
     sr_max_norm: float = 1e-3      # bound on the Fisher norm of each SR update (trust region)
     sr_max_norm_van: Optional[float] = None   # the bound for the VAN group; None: sr_max_norm
     sr_max_norm_flow: Optional[float] = None  # the bound for the flow group; None: sr_max_norm
+    sr_solver: str = "direct"      # "direct" (every shard gathers all score rows; exact solve) or "cg" (rows stay on their shard; conjugate gradient)
+    sr_cg_iters: int = 100         # most CG iterations per SR solve (--sr-solver cg)
+    sr_cg_tol: float = 1e-6        # CG stops when |residual| < this * |gradient| (--sr-solver cg)
     clip_eloc: float = 5.0         # clip E_loc in the GRADIENTS to mean +- this many mean absolute deviations; 0: off (estimates are never clipped)
     max_folded_fraction: float = 0.05  # stop (exit 1, no checkpoint of the bad state) when more walkers than this have det dz/dx <= 0
     divergence_sigma: float = 30.0  # a step whose F rises this many sigma above its recent history (or any non-finite step) rewinds to the last checkpoint; 0: off
@@ -168,6 +172,14 @@ HELP: dict[str, str] = {
     "sr_max_norm": "trust region: bound on the Fisher norm of each SR update, > 0",
     "sr_max_norm_van": "the --sr-max-norm bound for the VAN parameters, > 0; unset: --sr-max-norm",
     "sr_max_norm_flow": "the --sr-max-norm bound for the flow parameters, > 0; unset: --sr-max-norm",
+    "sr_solver": '"direct" (every device gathers the score rows of all walkers and solves exactly, '
+                 'in parameter space when a group has fewer parameters than score rows, else in '
+                 'sample space) or "cg" (score rows stay on their device; conjugate gradient on '
+                 "Fisher-vector products, one allreduce per iteration: per-device memory falls "
+                 "as ranks/devices are added)",
+    "sr_cg_iters": "most conjugate-gradient iterations per SR solve (--sr-solver cg), integer >= 1",
+    "sr_cg_tol": "CG stops when the residual is below this fraction of the gradient's norm "
+                 "(--sr-solver cg), > 0",
     "clip_eloc": "clip the local energies entering the gradients to mean +- this many mean absolute "
                  "deviations, >= 0; 0: off (reported estimates are never clipped)",
     "max_folded_fraction": "the run stops (exit 1, no checkpoint of that state) when more than "
@@ -395,6 +407,10 @@ def validate(cfg: Config) -> Config:
             _positive(cfg, name)
     _positive(cfg, "sr_damping")
     _positive(cfg, "sr_max_norm")
+    if cfg.sr_solver not in SR_SOLVERS:
+        raise ConfigError(f"--sr-solver must be one of {SR_SOLVERS}, got {cfg.sr_solver!r}")
+    _positive_int(cfg, "sr_cg_iters")
+    _positive(cfg, "sr_cg_tol")
     _non_negative(cfg, "clip_eloc")
     if not _is_number(cfg.max_folded_fraction) or not 0 <= cfg.max_folded_fraction <= 1:
         raise ConfigError(f"--max-folded-fraction must lie in [0, 1], got {cfg.max_folded_fraction!r}")

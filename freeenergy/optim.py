@@ -13,7 +13,17 @@ from the static shapes: in sample space (Woodbury identity, an R x R kernel, O(R
 R <= P, as for a VAN of many parameters; in parameter space (a P x P matrix, O(R P^2 + P^3)) when
 P < R, as for the small flow at large batches (its sample-space kernel would be 2B x 2B). It then
 scales the update so that its Fisher norm delta^T F delta stays below ``max_norm`` ("norm
-constraint"), with learning rate lr / (1 + step / decay_steps). Learning rate and max norm may be
+constraint"), with learning rate lr / (1 + step / decay_steps).
+
+With ``solver="cg"`` the score rows never leave their shard: ``scores`` then holds only this
+shard's rows of each X (globally centered, divided by sqrt(B)), ``update`` gets ``reduce`` (the sum
+of a vector over all shards), and (X^T X + damping I) delta = g is solved by conjugate gradients
+on Fisher-vector products X^T (X v) = reduce(X_local^T (X_local v)): one allreduce of one
+concatenated P-vector per iteration, all groups iterated in lockstep (each with its own step
+lengths, so each group's iterates are exactly those of its own CG). Memory per device is then
+O(b P) for b walkers per shard instead of O(B P + min(B, P)^2), so adding ranks adds walker
+capacity; the price is ``cg_iters`` allreduces and matrix-vector products per step, and an
+approximate solve (to the relative residual ``cg_tol``). Learning rate and max norm may be
 given per group (a dict), since the groups converge at different rates (the VAN's entropy is the
 slowest quantity). Scores are passed as the extra argument ``scores`` of ``update``; the state
 holds the step count.
@@ -25,10 +35,11 @@ from typing import Mapping, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from freeenergy.config import OPTIMIZERS
+from freeenergy.config import OPTIMIZERS, SR_SOLVERS
 
 PerGroup = Union[float, Mapping[str, float]]
 
@@ -60,33 +71,103 @@ def natural_gradient(grad_flat: jnp.ndarray, scores: jnp.ndarray, damping: float
     return (grad_flat - scores.T @ w) / damping
 
 
+def natural_gradient_cg(grads: Mapping[str, jnp.ndarray], rows: Mapping[str, jnp.ndarray],
+                        damping: float, reduce=None, iters: int = 100, tol: float = 1e-6):
+    """(X_g^T X_g + damping I)^{-1} g for every group g by conjugate gradients, in lockstep.
+
+    grads: group -> (P_g,) flat gradient (replicated: the same on every shard);
+    rows: group -> (r, P_g) this shard's rows of X_g (X_g^T X_g = sum over all shards' rows);
+    reduce: sums a vector over all shards (identity when None: one shard holds every row).
+    Each iteration performs ONE ``reduce`` of the concatenated Fisher-vector products; its
+    input depends on the previous iteration's output, so collectives stay ordered. The loop
+    stops after ``iters`` iterations or when every group's residual is below ``tol`` |g|.
+    Returns (group -> delta (P_g,), iterations done, group -> |residual| / |g|).
+    """
+    names = sorted(grads)
+    sizes = [grads[g].shape[0] for g in names]
+    reduce = reduce if reduce is not None else (lambda v: v)
+
+    def split(v):
+        return dict(zip(names, jnp.split(v, np.cumsum(sizes)[:-1]))) if names else {}
+
+    def fisher_vector(v):  # group -> (P_g,)  ->  group -> F_g v_g
+        local = jnp.concatenate([rows[g].T @ (rows[g] @ v[g]) for g in names])
+        return {g: fv + damping * v[g] for g, fv in zip(names, split(reduce(local)).values())}
+
+    def dots(a, b):
+        return jnp.stack([jnp.vdot(a[g], b[g]) for g in names])
+
+    g_norm2 = dots(grads, grads)
+    threshold = (tol ** 2) * g_norm2
+    x0 = {g: jnp.zeros_like(grads[g]) for g in names}
+    rr0 = g_norm2
+
+    def cond(c):
+        k, _, _, _, rr = c
+        return (k < iters) & jnp.any(rr > threshold)
+
+    def body(c):
+        k, x, r, p, rr = c
+        ap = fisher_vector(p)
+        alpha = jnp.where(rr > 0, rr / jnp.maximum(dots(p, ap), 1e-300), 0.0)
+        x = {g: x[g] + alpha[i] * p[g] for i, g in enumerate(names)}
+        r = {g: r[g] - alpha[i] * ap[g] for i, g in enumerate(names)}
+        rr_new = dots(r, r)
+        beta = jnp.where(rr > 0, rr_new / jnp.maximum(rr, 1e-300), 0.0)
+        p = {g: r[g] + beta[i] * p[g] for i, g in enumerate(names)}
+        return k + 1, x, r, p, rr_new
+
+    k, x, _, _, rr = jax.lax.while_loop(
+        cond, body, (jnp.zeros((), jnp.int32), x0, dict(grads), dict(grads), rr0))
+    rel = jnp.sqrt(rr / jnp.maximum(g_norm2, 1e-300))
+    return x, k, {g: rel[i] for i, g in enumerate(names)}
+
+
 def _for_group(value: PerGroup, group: str) -> float:
     return float(value[group]) if isinstance(value, Mapping) else float(value)
 
 
 def sr(learning_rate: PerGroup, damping: float = 1e-3, max_norm: PerGroup = 1e-3,
-       decay_steps: Optional[float] = None) -> optax.GradientTransformationExtraArgs:
+       decay_steps: Optional[float] = None, solver: str = "direct", cg_iters: int = 100,
+       cg_tol: float = 1e-6) -> optax.GradientTransformationExtraArgs:
     """Stochastic reconfiguration for a dict of parameter groups (see module docstring).
-    ``learning_rate`` and ``max_norm``: one number for every group, or a dict group -> number."""
+    ``learning_rate`` and ``max_norm``: one number for every group, or a dict group -> number.
+    ``solver``: "direct" (``scores`` hold every row of X; exact solve in the smaller space) or
+    "cg" (``scores`` hold this shard's rows; pass ``reduce=`` to ``update`` when rows are
+    spread over shards)."""
+    if solver not in SR_SOLVERS:
+        raise ValueError(f"unknown SR solver {solver!r}; choose from {SR_SOLVERS}")
 
     def init(params):
         del params
         return SRState(count=jnp.zeros((), jnp.int32))
 
-    def update(grads, state, params=None, *, scores, **extra):
+    def update(grads, state, params=None, *, scores, reduce=None, **extra):
         del params, extra
-        updates = {}
+        if solver == "direct" and reduce is not None:
+            raise ValueError("the direct SR solve needs every score row on every shard; "
+                             "use solver='cg' for rows spread over shards")
+        updates, flat, unravels = {}, {}, {}
         for group, g in grads.items():
-            g_flat, unravel = ravel_pytree(g)
+            g_flat, unravels[group] = ravel_pytree(g)
             if g_flat.size == 0:
                 updates[group] = g
-                continue
+            else:
+                flat[group] = g_flat
+        if solver == "direct":
+            deltas = {g: natural_gradient(v, scores[g], damping) for g, v in flat.items()}
+            norms = {g: jnp.sum((scores[g] @ deltas[g]) ** 2) for g in flat}
+        elif flat:
+            deltas, _, _ = natural_gradient_cg(flat, {g: scores[g] for g in flat}, damping,
+                                               reduce, cg_iters, cg_tol)
+            names = sorted(flat)
+            local = jnp.stack([jnp.sum((scores[g] @ deltas[g]) ** 2) for g in names])
+            total = reduce(local) if reduce is not None else local   # one collective
+            norms = {g: total[i] for i, g in enumerate(names)}
+        for group in flat:
             lr = learning_rate_schedule(_for_group(learning_rate, group), decay_steps)(state.count)
-            x = scores[group]
-            delta = natural_gradient(g_flat, x, damping)
-            fisher_norm = jnp.sum((x @ delta) ** 2)
-            scale = jnp.minimum(lr, jnp.sqrt(_for_group(max_norm, group) / (fisher_norm + 1e-30)))
-            updates[group] = unravel(-scale * delta)
+            scale = jnp.minimum(lr, jnp.sqrt(_for_group(max_norm, group) / (norms[group] + 1e-30)))
+            updates[group] = unravels[group](-scale * deltas[group])
         return updates, SRState(count=state.count + 1)
 
     return optax.GradientTransformationExtraArgs(init, update)
@@ -106,9 +187,10 @@ def adam(learning_rate: PerGroup, decay_steps: Optional[float] = None,
 
 
 def make_optimizer(name: str, learning_rate: PerGroup, damping: float, max_norm: PerGroup,
-                   decay_steps: Optional[float]) -> optax.GradientTransformationExtraArgs:
+                   decay_steps: Optional[float], sr_solver: str = "direct", cg_iters: int = 100,
+                   cg_tol: float = 1e-6) -> optax.GradientTransformationExtraArgs:
     if name == "sr":
-        return sr(learning_rate, damping, max_norm, decay_steps)
+        return sr(learning_rate, damping, max_norm, decay_steps, sr_solver, cg_iters, cg_tol)
     if name == "adam":
         return adam(learning_rate, decay_steps)
     raise ValueError(f"unknown optimizer {name!r}; choose from {OPTIMIZERS}")

@@ -4,9 +4,10 @@ solve against the dense natural gradient."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from freeenergy.estimators import blocking
-from freeenergy.optim import natural_gradient, sr
+from freeenergy.optim import natural_gradient, natural_gradient_cg, sr
 
 
 def test_blocking_error_of_correlated_series():
@@ -83,3 +84,70 @@ def test_sr_learning_rate_and_norm_per_group():
     np.testing.assert_allclose(updates["van"]["w"], -1e-6 * flat, rtol=1e-12)   # lr-limited
     u = updates["flow"]["w"]
     assert abs(float(jnp.sum((scores["flow"] @ u) ** 2)) - 1e-5) < 1e-12      # norm-limited
+
+
+def _ill_conditioned_scores(rng, rows, params, spread=1e3):
+    """Score rows whose Fisher matrix spans ``spread`` in its eigenvalues, as trained models' do."""
+    scale = np.geomspace(1.0, 1.0 / np.sqrt(spread), params)
+    return jnp.asarray(rng.normal(size=(rows, params)) * scale)
+
+
+def test_cg_natural_gradient_converges_to_the_dense_solve_for_every_group():
+    """Lockstep CG over two groups (one with P < R, one with P > R) returns each group's own
+    dense solution, to the requested tolerance, and says how many iterations it took."""
+    rng = np.random.RandomState(5)
+    rows = {"van": _ill_conditioned_scores(rng, 24, 60), "flow": _ill_conditioned_scores(rng, 80, 9)}
+    grads = {g: jnp.asarray(rng.normal(size=r.shape[1])) for g, r in rows.items()}
+    damping = 1e-3
+    deltas, iters, residual = natural_gradient_cg(grads, rows, damping, iters=500, tol=1e-10)
+    for g in rows:
+        p = rows[g].shape[1]
+        dense = jnp.linalg.solve(rows[g].T @ rows[g] + damping * jnp.eye(p), grads[g])
+        np.testing.assert_allclose(deltas[g], dense, rtol=1e-7, atol=1e-7 * float(jnp.max(jnp.abs(dense))))
+        assert float(residual[g]) < 1e-10
+    assert 9 < int(iters) < 500
+    # a cap on the iterations is honoured (and the partial solve is still a descent direction)
+    deltas2, iters2, residual2 = natural_gradient_cg(grads, rows, damping, iters=3, tol=1e-12)
+    assert int(iters2) == 3 and float(residual2["van"]) > 1e-6
+    assert all(float(jnp.dot(deltas2[g], grads[g])) > 0 for g in rows)
+
+
+def test_cg_with_rows_split_over_shards_equals_one_shard():
+    """Rows spread over 4 shards (a named vmap axis; ``reduce`` is its psum, as ``Collectives``
+    sums over devices and ranks) give the same solve as all rows on one shard, to round-off."""
+    rng = np.random.RandomState(6)
+    rows = {"van": _ill_conditioned_scores(rng, 32, 20), "flow": _ill_conditioned_scores(rng, 32, 5)}
+    grads = {g: jnp.asarray(rng.normal(size=r.shape[1])) for g, r in rows.items()}
+    whole, iters, _ = natural_gradient_cg(grads, rows, 1e-3, iters=60, tol=1e-14)
+    split = {g: r.reshape(4, 8, -1) for g, r in rows.items()}
+    per_shard, iters_s, _ = jax.vmap(
+        lambda r: natural_gradient_cg(grads, r, 1e-3, lambda v: jax.lax.psum(v, "shards"),
+                                      iters=60, tol=1e-14),
+        axis_name="shards")(split)
+    for g in rows:
+        for s in range(4):  # every shard holds the whole (replicated) solution
+            np.testing.assert_allclose(per_shard[g][s], whole[g], rtol=1e-9,
+                                       atol=1e-11 * float(jnp.max(jnp.abs(whole[g]))))
+    # the stopping test sees round-off-level differences in the residual: one iteration apart at most
+    assert np.all(np.abs(np.asarray(iters_s) - int(iters)) <= 1)
+
+
+def test_sr_cg_update_equals_direct_update():
+    """The SR transformation with solver="cg" gives the direct solver's update (norm constraint
+    included) when converged; the direct solver refuses shard-local rows."""
+    rng = np.random.RandomState(7)
+    params = {"van": {"w": jnp.zeros(30)}, "flow": {"w": jnp.zeros(6)}}
+    scores = {"van": _ill_conditioned_scores(rng, 16, 30), "flow": _ill_conditioned_scores(rng, 40, 6)}
+    grads = {g: {"w": jnp.asarray(rng.normal(size=s.shape[1]))} for g, s in scores.items()}
+    for max_norm in (1e-4, 1e6):  # the trust region active / inactive
+        direct = sr(0.1, 1e-3, max_norm)
+        cg = sr(0.1, 1e-3, max_norm, solver="cg", cg_iters=1000, cg_tol=1e-12)
+        u_direct, _ = direct.update(grads, direct.init(params), params, scores=scores)
+        u_cg, _ = cg.update(grads, cg.init(params), params, scores=scores)
+        for g in scores:
+            np.testing.assert_allclose(u_cg[g]["w"], u_direct[g]["w"], rtol=1e-7,
+                                       atol=1e-9 * float(jnp.max(jnp.abs(u_direct[g]["w"]))))
+    with pytest.raises(ValueError, match="cg"):
+        direct.update(grads, direct.init(params), params, scores=scores, reduce=lambda v: v)
+    with pytest.raises(ValueError, match="SR solver"):
+        sr(0.1, solver="lu")

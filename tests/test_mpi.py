@@ -90,8 +90,8 @@ def mpi_available():
         pytest.fail(f"{exc}: install the MPI extra with `bash scripts/install-mpi.sh`")
 
 
-def _equivalence(devices_per_rank, batch=16):
-    proc = _mpi(2, ["tests/mpi/layout_equivalence.py", str(batch)], devices_per_rank)
+def _equivalence(devices_per_rank, batch=16, solver="direct"):
+    proc = _mpi(2, ["tests/mpi/layout_equivalence.py", str(batch), solver], devices_per_rank)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, proc.stdout + proc.stderr[-3000:]
@@ -113,6 +113,22 @@ def test_two_ranks_give_the_single_rank_update(mpi_available, devices_per_rank, 
     assert r["rel_grads"] < 1e-13
     # the SR solve amplifies round-off by the conditioning of the Fisher kernel
     assert r["rel_updates"] < 1e-9 and r["rel_params"] < 1e-9
+    assert r["params_agree_across_ranks"]
+
+
+@pytest.mark.parametrize("devices_per_rank", [1, 2])
+def test_distributed_cg_sr_gives_the_single_shard_update(mpi_available, devices_per_rank):
+    """--sr-solver cg: no shard holds another's score rows; gradients, score means and every
+    Fisher-vector product are summed over 2 ranks x devices. The update equals the one-shard
+    CG update (all rows on one device) to round-off, and every rank holds the same parameters."""
+    r = _equivalence(devices_per_rank, 16, "cg")
+    assert r["flow_solve"] == "cg"
+    assert (r["n_ranks"], r["devices_per_rank"]) == (2, devices_per_rank)
+    assert r["norm_grad_van"] > 1e-3 and r["norm_grad_flow"] > 1e-3 and r["norm_update_flow"] > 1e-6
+    assert abs(r["F"] - r["F_ref"]) <= 1e-13 * abs(r["F_ref"])
+    assert r["rel_stats"] < 1e-13
+    assert r["rel_grads"] < 1e-12   # sums over shards instead of one matrix product
+    assert r["rel_updates"] < 1e-8 and r["rel_params"] < 1e-8
     assert r["params_agree_across_ranks"]
 
 

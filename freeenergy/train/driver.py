@@ -103,7 +103,8 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
                                cfg.sr_damping,
                                cfg.per_group(cfg.sr_max_norm, cfg.sr_max_norm_van,
                                              cfg.sr_max_norm_flow),
-                               cfg.lr_decay_steps or None)
+                               cfg.lr_decay_steps or None, cfg.sr_solver, cfg.sr_cg_iters,
+                               cfg.sr_cg_tol)
     models = StepModels(van=van, log_psi=wf.log_psi, det_sign=wf.det_sign, e_loc=e_loc,
                         sample=make_joint_sampler(van.sample, van.log_prob, log_abs, metropolis,
                                                   cfg.sampling),
@@ -111,7 +112,8 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     physics = StepPhysics(temperature=system.temperature,
                           level_energies=np.tile(system.basis.energies, len(system.n_per_species)),
                           dim=dim, volume=system.volume)
-    parts = make_step_parts(models, physics, cfg.eloc_chunk, cfg.clip_eloc)
+    parts = make_step_parts(models, physics, cfg.eloc_chunk, cfg.clip_eloc,
+                            gather_scores=cfg.sr_solver != "cg")
     collectives = devices.Collectives(lay)
     W, R = devices.walker_spec(), devices.replicated()
     sampler_spec = SamplerState(x=W, n=W, width=R)

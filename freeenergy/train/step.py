@@ -124,8 +124,12 @@ class StepParts:
       bare_energy(n) -> (b,) sum of the occupied single-particle energies (Ha)
     Whole-batch pieces (run on the per-walker terms of ALL walkers, identical on every shard):
       estimate(params, terms) -> (grads, sr_scores, stats)
+      coefficients(terms) -> (c_van, c_re, c_im) (B,): the estimators' per-walker weights
       observables(terms) -> stats   (no gradients: what ``estimate`` reports, for evaluation)
     optimizer: the optax transformation.
+    gather_scores: True: the update gathers every walker's score rows onto every shard (direct
+      SR solve); False: score rows stay on their shard, gradients and Fisher-vector products
+      are summed over shards (SR by conjugate gradients; per-device memory O(b P)).
     """
 
     sample: Callable
@@ -134,8 +138,10 @@ class StepParts:
     scores: Callable
     bare_energy: Callable
     estimate: Callable
+    coefficients: Callable
     observables: Callable
     optimizer: optax.GradientTransformationExtraArgs
+    gather_scores: bool = True
 
 
 def clip_to_mad(values: jnp.ndarray, width: float) -> jnp.ndarray:
@@ -169,30 +175,38 @@ def make_observables(physics: StepPhysics) -> Callable:
 
 
 def make_step_parts(models: StepModels, physics: StepPhysics, chunk: int,
-                    clip_eloc: float = 0.0) -> StepParts:
+                    clip_eloc: float = 0.0, gather_scores: bool = True) -> StepParts:
     """Composes the step's pure pieces (see ``StepParts``). ``clip_eloc`` > 0 clips the local
     energies entering the GRADIENTS (never the reported estimates) to that many mean absolute
-    deviations around their mean; 0 disables clipping."""
+    deviations around their mean; 0 disables clipping. ``gather_scores``: every shard gathers
+    every walker's score rows (for the direct SR solve); False keeps them on their shard (the
+    optimizer then gets its rows and ``reduce``: SR by conjugate gradients)."""
     level_energies = jnp.asarray(physics.level_energies)
     temperature = physics.temperature
     observables = make_observables(physics)
 
-    def estimate(params, t):
-        """t: dict of per-walker arrays over the whole batch: logp, e_re, e_im, e_bare,
-        kinetic, potential, acceptance, n_acceptance, det_sign (B,); o_van (B, Pv), o_re, o_im
-        (B, Pf)."""
+    def coefficients(t):
+        """Per-walker weights of the gradient estimators, from the whole batch's scalar terms
+        t (logp, e_re, e_im, e_bare (B,)): grad_van = sum_s c_van[s] o_van[s] (score function
+        with baseline, mean[(f_s - mean f) d ln p]) and grad_flow = sum_s (c_re[s] o_re[s] +
+        c_im[s] o_im[s]) (VMC, 2 Re mean[(E_loc - b(n))^* d ln psi])."""
         batch = t["logp"].shape[0]
         resid = t["e_re"] - t["e_bare"]  # E_loc minus the bare plane-wave energy of n
         if clip_eloc > 0:
             resid = clip_to_mad(resid, clip_eloc)
         f = temperature * t["logp"] + t["e_bare"] + resid
-        fc = f - jnp.mean(f)
-        ec_re = resid - jnp.mean(resid)
-        ec_im = t["e_im"] - jnp.mean(t["e_im"])
+        return ((f - jnp.mean(f)) / batch, 2.0 * (resid - jnp.mean(resid)) / batch,
+                2.0 * (t["e_im"] - jnp.mean(t["e_im"])) / batch)
+
+    def estimate(params, t):
+        """t: dict of per-walker arrays over the whole batch: logp, e_re, e_im, e_bare,
+        kinetic, potential, acceptance, n_acceptance, det_sign (B,); o_van (B, Pv), o_re, o_im
+        (B, Pf)."""
+        c_van, c_re, c_im = coefficients(t)
         o_van, o_re, o_im = t["o_van"], t["o_re"], t["o_im"]
-        g_van = jnp.mean(fc[:, None] * o_van, axis=0)
-        g_flow = 2.0 * jnp.mean(ec_re[:, None] * o_re + ec_im[:, None] * o_im, axis=0)
-        norm = jnp.sqrt(jnp.asarray(batch, o_van.dtype))
+        g_van = c_van @ o_van
+        g_flow = c_re @ o_re + c_im @ o_im
+        norm = jnp.sqrt(jnp.asarray(o_van.shape[0], o_van.dtype))
         x_van = (o_van - jnp.mean(o_van, axis=0)) / norm
         x_flow = jnp.concatenate([o_re - jnp.mean(o_re, axis=0),
                                   o_im - jnp.mean(o_im, axis=0)]) / norm
@@ -208,8 +222,9 @@ def make_step_parts(models: StepModels, physics: StepPhysics, chunk: int,
                      det_sign=jax.vmap(models.det_sign, (None, 0)),
                      scores=make_scores(models.van.log_prob, models.log_psi,
                                         models.has_flow_params),
-                     bare_energy=bare_energy, estimate=estimate, observables=observables,
-                     optimizer=models.optimizer)
+                     bare_energy=bare_energy, estimate=estimate, coefficients=coefficients,
+                     observables=observables, optimizer=models.optimizer,
+                     gather_scores=gather_scores)
 
 
 def batch_local_energy(e_loc: Callable, chunk: int) -> Callable:
@@ -259,11 +274,15 @@ def make_update(parts: StepParts, collectives) -> Callable:
     """update(params, opt_state, draw) -> (params, opt_state, grads, updates, stats) for ONE
     shard's walkers (``draw``: n (b, D), logp (b,), x (b, N, dim), acceptances (b,)).
 
-    The only communication is a single gather of the per-walker terms (energies,
-    log-probabilities, scores, acceptances) of all shards, after which every shard computes the
-    same estimates and the same update from the same numbers."""
+    With ``parts.gather_scores`` the only communication is a single gather of the per-walker
+    terms (energies, log-probabilities, scores, acceptances) of all shards, after which every
+    shard computes the same estimates and the same update from the same numbers. Without it,
+    only the scalar terms are gathered (B rows of a few numbers); the gradients and the score
+    means are then one sum over shards of this shard's weighted score rows, and the optimizer
+    receives this shard's centered rows with ``reduce`` (one allreduce per CG iteration):
+    no shard ever holds another's score rows."""
 
-    def update(params, opt_state, draw: Draw, update_scale=1.0):
+    def update_gathered(params, opt_state, draw: Draw, update_scale=1.0):
         eloc, e_parts = parts.local_energy(params["flow"], draw.x, draw.n)
         terms = per_walker_terms(parts, params, draw, eloc, e_parts)
         packed, unpack = pack_rows(terms)
@@ -273,7 +292,34 @@ def make_update(parts: StepParts, collectives) -> Callable:
         updates = jax.tree.map(lambda u: update_scale * u, updates)
         return optax.apply_updates(params, updates), opt_state, grads, updates, stats
 
-    return update
+    def update_distributed(params, opt_state, draw: Draw, update_scale=1.0):
+        eloc, e_parts = parts.local_energy(params["flow"], draw.x, draw.n)
+        terms = per_walker_terms(parts, params, draw, eloc, e_parts, with_scores=False)
+        packed, unpack = pack_rows(terms)
+        full = unpack(collectives.gather(packed))
+        stats = parts.observables(full)
+        b = draw.logp.shape[0]
+        batch = full["logp"].shape[0]
+        start = collectives.shard_index() * b if collectives.layout.n_shards > 1 else 0
+        mine = [jax.lax.dynamic_slice_in_dim(c, start, b) for c in parts.coefficients(full)]
+        o_van, o_re, o_im = parts.scores(params, draw.x, draw.n)
+        # data dependence on the gather above keeps the collectives ordered
+        local = jnp.concatenate([mine[0] @ o_van, mine[1] @ o_re + mine[2] @ o_im,
+                                 jnp.sum(o_van, 0), jnp.sum(o_re, 0), jnp.sum(o_im, 0)])
+        pv, pf = o_van.shape[1], o_re.shape[1]
+        g_van, g_flow, s_van, s_re, s_im = jnp.split(
+            collectives.sum(local), np.cumsum([pv, pf, pv, pf]))
+        norm = jnp.sqrt(jnp.asarray(batch, o_van.dtype))
+        rows = {"van": (o_van - s_van / batch) / norm,
+                "flow": jnp.concatenate([o_re - s_re / batch, o_im - s_im / batch]) / norm}
+        grads = {"van": ravel_pytree(params["van"])[1](g_van),
+                 "flow": ravel_pytree(params["flow"])[1](g_flow)}
+        updates, opt_state = parts.optimizer.update(grads, opt_state, params, scores=rows,
+                                                    reduce=collectives.sum)
+        updates = jax.tree.map(lambda u: update_scale * u, updates)
+        return optax.apply_updates(params, updates), opt_state, grads, updates, stats
+
+    return update_gathered if parts.gather_scores else update_distributed
 
 
 def _shard_key(key, collectives):

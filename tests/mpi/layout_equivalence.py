@@ -6,6 +6,8 @@ from the seed, walker positions and VAN occupations drawn for all B walkers at o
 (a) runs the update through ``devices.shard_step`` on its own rows (R ranks x local devices) and
 (b) runs it on all B walkers on one device with a one-shard layout (what a single-rank run does).
 Rank 0 prints one JSON line: the relative deviations of loss, gradients and SR updates.
+Arguments: batch (default 16) and the SR solver (default "direct"; "cg" keeps each shard's score
+rows on that shard, so the sharded update then runs one allreduce per CG iteration).
 """
 
 import json
@@ -27,10 +29,11 @@ from freeenergy.train.step import make_update
 jax.config.update("jax_enable_x64", True)
 
 
-def main(batch: int):
+def main(batch: int, solver: str):
     cfg = validate(Config(dim=2, n=5, rs=2.0, theta=0.5, batch=batch, mc_steps=2,
                           mc_thermalize=0, van_hidden=[16], backflow_hidden=[8, 8], seed=7,
-                          eloc_chunk=4, sr_max_norm=1e3))
+                          eloc_chunk=4, sr_max_norm=1e3, sr_solver=solver, sr_cg_iters=500,
+                          sr_cg_tol=1e-12))
     lay = devices.layout()
     built = build(cfg, lay)
     state = built.global_state(jax.random.PRNGKey(cfg.seed))
@@ -72,7 +75,8 @@ def main(batch: int):
         "norm_grad_flow": float(np.linalg.norm(np.asarray(ravel_pytree(ref[2]["flow"])[0]))),
         "norm_update_flow": float(np.linalg.norm(np.asarray(ravel_pytree(ref[3]["flow"])[0]))),
         "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
-        "flow_solve": "parameter" if flat.size < 2 * batch else "sample",
+        "flow_solve": ("cg" if solver == "cg" else
+                       "parameter" if flat.size < 2 * batch else "sample"),
     })
     # every rank must hold bit-identical new parameters (the update is replicated, not averaged)
     mine = np.asarray(ravel_pytree(got[0])[0])
@@ -83,4 +87,5 @@ def main(batch: int):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 16)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 16,
+         sys.argv[2] if len(sys.argv) > 2 else "direct")
