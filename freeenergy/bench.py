@@ -205,6 +205,7 @@ def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
     r = {"system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs,
          "gamma": built.system.gamma, "batch": cfg.batch, "optimizer": cfg.optimizer,
          "proton_flow": [cfg.proton_flow_layers, cfg.proton_flow_hidden, cfg.proton_flow_bins],
+         "proton_flow_chunk": cfg.proton_flow_chunk,
          "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
          **summarize("step", times), "samples_per_s": cfg.batch / step_s,
          "repeats": repeats, "device": devices.describe(), "host": platform.node(),

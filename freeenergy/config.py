@@ -49,6 +49,7 @@ class Config:
     proton_flow_layers: int = 4    # ocp: coupling layers of the proton flow (each transforms one Cartesian axis)
     proton_flow_hidden: int = 32   # ocp: width of the proton flow's equivariant conditioner
     proton_flow_bins: int = 8      # ocp: bins of each circular rational-quadratic spline
+    proton_flow_chunk: int = 0     # ocp: samples per vectorized chunk of the flow's forward/backward pass (bounds memory); 0: all of a device's samples at once
     proton_flow_pair_shift: bool = True  # ocp: a pair-shift layer after every spline coupling
     # --- sampling ---
     sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
@@ -122,6 +123,10 @@ HELP: dict[str, str] = {
     "proton_flow_hidden": "ocp: width of the proton flow's permutation-equivariant conditioner, "
                           "integer >= 1",
     "proton_flow_bins": "ocp: bins of each circular rational-quadratic spline, integer >= 2",
+    "proton_flow_chunk": "ocp: samples per vectorized chunk of the proton flow's forward and "
+                         "backward pass, integer >= 0 (the largest divisor of the samples per "
+                         "device not above it is used); bounds memory at large N and batch "
+                         "without changing the numbers beyond round-off; 0: all at once",
     "proton_flow_pair_shift": "ocp: follow every spline coupling by a pair-shift layer along the "
                               "same axis, which pushes protons apart by their neighbours (exact "
                               "bijection); --no-proton-flow-pair-shift: splines only",
@@ -210,7 +215,7 @@ HELP: dict[str, str] = {
 # often to write, when to stop); every other option defines the run and must not change.
 RESUME_MAY_CHANGE = frozenset({
     "steps", "out", "checkpoint_every", "progress_every", "average_fraction", "eval_steps",
-    "eloc_chunk", "watchdog_factor", "watchdog_min_s", "watchdog_first_s",
+    "eloc_chunk", "proton_flow_chunk", "watchdog_factor", "watchdog_min_s", "watchdog_first_s",
     "max_folded_fraction", "divergence_sigma", "max_rewinds", "rewind_lr_factor"})
 SEED_MAX = 2 ** 63 - 1  # jax.random.PRNGKey takes a signed 64-bit integer
 
@@ -389,6 +394,7 @@ def validate(cfg: Config) -> Config:
     if cfg.laplacian not in LAPLACIANS:
         raise ConfigError(f"--laplacian must be one of {LAPLACIANS}, got {cfg.laplacian!r}")
     _positive_int(cfg, "eloc_chunk")
+    _positive_int(cfg, "proton_flow_chunk", minimum=0)
     _positive_int(cfg, "steps")
     _positive_int(cfg, "batch", minimum=2)
     if cfg.optimizer is None:

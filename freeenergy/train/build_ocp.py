@@ -84,10 +84,43 @@ def build_ocp(cfg: Config, lay: devices.Layout):
                                cfg.lr_decay_steps or None)
     collectives = devices.Collectives(lay)
 
-    def draw(params, key, b):
-        keys = jax.random.split(key, b)
+    def draw_keys(params, keys):
         s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
         return s, jax.vmap(potential)(s), logp
+
+    def chunks_of(b):
+        """Samples per vectorized chunk: the largest divisor of b not above the configured one."""
+        want = cfg.proton_flow_chunk or b
+        return max(c for c in range(1, min(want, b) + 1) if b % c == 0)
+
+    def draw(params, key, b):
+        """b exact samples (b, N, dim), their U (b,) and ln p (b,), ``chunks_of(b)`` at a time."""
+        keys = jax.random.split(key, b)
+        c = chunks_of(b)
+        if c == b:
+            return draw_keys(params, keys)
+        out = jax.lax.map(lambda k: draw_keys(params, k), keys.reshape((b // c, c) + keys.shape[1:]))
+        return jax.tree.map(lambda a: a.reshape((b,) + a.shape[2:]), out)
+
+    def loss_and_grad(params, key, b):
+        """grad of sum_s (U_s + k_B T ln p_s) / B over this shard's b samples, accumulated over
+        chunks (the backward pass then holds one chunk's activations); also (s, U, ln p)."""
+        def loss(p, keys):
+            s, u, logp = draw_keys(p, keys)
+            return jnp.sum(u + temperature * logp) / cfg.batch, (s, u, logp)
+
+        keys = jax.random.split(key, b)
+        c = chunks_of(b)
+        if c == b:
+            return jax.grad(loss, has_aux=True)(params, keys)
+
+        def body(acc, k):
+            g, aux = jax.grad(loss, has_aux=True)(params, k)
+            return jax.tree.map(jnp.add, acc, g), aux
+
+        zero = jax.tree.map(jnp.zeros_like, params)
+        grads, aux = jax.lax.scan(body, zero, keys.reshape((b // c, c) + keys.shape[1:]))
+        return grads, jax.tree.map(lambda a: a.reshape((b,) + a.shape[2:]), aux)
 
     def gather_terms(u, logp, extra=None):
         """One collective: every shard's (U, ln p) rows, and the sum over shards of ``extra``."""
@@ -103,11 +136,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         b = state.sampler.x.shape[0]
         key = _shard_key(key, collectives)
 
-        def local_loss(params):
-            s, u, logp = draw(params, key, b)
-            return jnp.sum(u + temperature * logp) / cfg.batch, (s, u, logp)
-
-        (_, (s, u, logp)), grads = jax.value_and_grad(local_loss, has_aux=True)(state.params)
+        grads, (s, u, logp) = loss_and_grad(state.params, key, b)
         g_flat, unravel = ravel_pytree(grads)
         u_all, logp_all, g_sum = gather_terms(u, logp, g_flat)
         stats = observables(u_all, logp_all)
