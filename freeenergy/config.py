@@ -50,6 +50,7 @@ class Config:
     proton_flow_hidden: int = 32   # ocp: width of the proton flow's equivariant conditioner
     proton_flow_bins: int = 8      # ocp: bins of each circular rational-quadratic spline
     proton_flow_chunk: int = 0     # ocp: samples per vectorized chunk of the flow's forward/backward pass (bounds memory); 0: all of a device's samples at once
+    proton_flow_splines: bool = True  # ocp: spline couplings in the proton flow (off: pair-shift layers only, exactly translation-invariant)
     proton_flow_pair_shift: bool = True  # ocp: a pair-shift layer after every spline coupling
     # --- sampling ---
     sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
@@ -127,6 +128,9 @@ HELP: dict[str, str] = {
                          "backward pass, integer >= 0 (the largest divisor of the samples per "
                          "device not above it is used); bounds memory at large N and batch "
                          "without changing the numbers beyond round-off; 0: all at once",
+    "proton_flow_splines": "ocp: include the spline couplings in the proton flow; "
+                           "--no-proton-flow-splines keeps only the pair-shift layers (then p is "
+                           "exactly translation-invariant, and a step is cheaper)",
     "proton_flow_pair_shift": "ocp: follow every spline coupling by a pair-shift layer along the "
                               "same axis, which pushes protons apart by their neighbours (exact "
                               "bijection); --no-proton-flow-pair-shift: splines only",
@@ -341,6 +345,9 @@ def _check_system_options(cfg: Config) -> None:
         for name, minimum in (("proton_flow_layers", 1), ("proton_flow_hidden", 1),
                               ("proton_flow_bins", 2)):
             _positive_int(cfg, name, minimum)
+        if not (cfg.proton_flow_splines or cfg.proton_flow_pair_shift):
+            raise ConfigError("--no-proton-flow-splines with --no-proton-flow-pair-shift leaves "
+                              "the proton flow without layers; keep at least one kind")
     else:
         for name in ("gamma", "temperature_K"):
             if getattr(cfg, name) is not None:

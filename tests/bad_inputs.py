@@ -25,6 +25,8 @@ BAD_FLAGS = [
     ("cutoff too small", ["--n", "40", "--cutoff", "1.0"], "--cutoff"),
     ("odd n paramagnetic", ["--paramagnetic", "--n", "5"], "--paramagnetic"),
     ("unknown optimizer", ["--optimizer", "lbfgs"], "--optimizer"),
+    ("unknown SR solver", ["--sr-solver", "lu"], "--sr-solver"),
+    ("SR CG iterations 0", ["--sr-cg-iters", "0"], "--sr-cg-iters"),
     ("rewind factor 1", ["--rewind-lr-factor", "1"], "--rewind-lr-factor"),
     ("out under a file", ["--out", "{root}/README.md/run"], "not a directory"),
     ("out not writable", ["--out", "/proc/freeenergy-run"], "--out"),

@@ -190,6 +190,9 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     (["--system", "ocp", "--gamma", "5", "--optimizer", "sr"], "--optimizer sr"),
     (["--system", "ocp", "--gamma", "-1"], "--gamma"),
     (["--system", "ocp", "--gamma", "5", "--proton-flow-bins", "1"], "--proton-flow-bins"),
+    (["--system", "ocp", "--gamma", "5", "--no-proton-flow-splines", "--no-proton-flow-pair-shift"],
+     "without layers"),
+    (["--system", "ocp", "--gamma", "5", "--proton-flow-chunk", "-1"], "--proton-flow-chunk"),
 ])
 def test_ocp_bad_input(flags, words, tmp_path, capsys):
     assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2

@@ -32,7 +32,7 @@ def _torus_err(a, b):
 
 class Setup:
     def __init__(self, n, dim, layers, **kw):
-        self.n, self.dim = n, dim
+        self.n, self.dim, self.splines = n, dim, kw.get("splines", True)
         self.flow = make_proton_flow(n, dim, L, layers=layers, **SMALL, **kw)
         self.params = _perturbed(self.flow)
         self.forward = jax.jit(self.flow.forward)
@@ -43,10 +43,11 @@ class Setup:
         self.u = u.at[0, 0].set(0.0).at[1, -1].set(np.nextafter(L, 0.0))
 
 
-@pytest.fixture(scope="module", params=[(5, 2, 4), (6, 3, 3)], ids=["2d", "3d"])
+@pytest.fixture(scope="module", params=[(5, 2, 4, True), (6, 3, 3, True), (5, 3, 3, False)],
+                ids=["2d", "3d", "3d-pair-shift-only"])
 def setup(request):
-    n, dim, layers = request.param
-    return Setup(n, dim, layers)
+    n, dim, layers, splines = request.param
+    return Setup(n, dim, layers, splines=splines)
 
 
 def test_bijection(setup):
@@ -125,11 +126,33 @@ def test_translation_what_holds(dim, setup):
         assert abs(float(logdet2 - logdet)) < 1e-10
         assert abs(float(log_prob(params, s + c) - lp)) < 1e-10
     # the general (multi-axis) flow: a common shift along a moved axis changes ln p
-    if dim == setup.dim:
+    if dim == setup.dim and setup.splines:
         s, _ = setup.forward(setup.params, setup.u)
         c = 0.37 * L * jnp.eye(dim)[0]
         lp_a = setup.log_prob(setup.params, s)
         assert abs(float(setup.log_prob(setup.params, s + c) - lp_a)) > 1e-6
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_pair_shift_only_flow_is_translation_invariant(dim):
+    """Without spline couplings (``splines=False``) every layer commutes with every common
+    translation: f(U + c) = f(U) + c for any c, and ln p(S + c) = ln p(S) exactly."""
+    n = 5
+    flow = make_proton_flow(n, dim, L, layers=2 * dim, splines=False, **SMALL)
+    params = _perturbed(flow, scale=0.3)
+    forward, log_prob = jax.jit(flow.forward), jax.jit(flow.log_prob)
+    u = jax.random.uniform(jax.random.PRNGKey(6), (n, dim)) * L
+    s, logdet = forward(params, u)
+    assert abs(float(logdet)) > 0.05
+    lp = log_prob(params, s)
+    for seed in range(3):
+        c = jax.random.uniform(jax.random.PRNGKey(10 + seed), (dim,)) * L
+        s2, logdet2 = forward(params, u + c)
+        assert _torus_err(s2, s + c) < 1e-10
+        assert abs(float(logdet2 - logdet)) < 1e-10
+        assert abs(float(log_prob(params, s + c) - lp)) < 1e-10
+    with pytest.raises(ValueError, match="spline couplings, pair-shift layers or both"):
+        make_proton_flow(n, dim, L, splines=False, pair_shift=False)
 
 
 def test_normalization_monte_carlo():

@@ -283,7 +283,9 @@ class ProtonFlow(NamedTuple):
 
 def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: int = 32,
                      bins: int = 8, harmonics: int = 2, rounds: int = 2,
-                     absolute_features: bool = True, pair_shift: bool = True) -> ProtonFlow:
+                     absolute_features: bool = True, pair_shift: bool = True,
+                     splines: bool = True, pair_harmonics: int = 3,
+                     pair_features: int = 2) -> ProtonFlow:
     """Builds the flow of n particles in the box [0, length)^dim (see the module docstring).
 
     Args:
@@ -295,7 +297,13 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
         (False: differences only, each layer then commutes with shifts along those axes).
       pair_shift: follow every spline coupling by a pair-shift layer along the same axis
         (``pair_shift.PairShift``: particles pushed apart by their neighbours, exact bijection).
+      splines: include the spline couplings (False: pair-shift layers only, which commute with
+        every common translation, so p is then exactly translation-invariant).
+      pair_harmonics: Fourier harmonics of each pair-shift layer's pair potential along its
+        axis; pair_features: harmonics of the separations across the axis it sees.
     """
+    if not (splines or pair_shift):
+        raise ValueError("the flow needs spline couplings, pair-shift layers or both")
     if dim not in (2, 3):
         raise ValueError(f"dim must be 2 or 3, got {dim}")
     if n < 1:
@@ -314,10 +322,12 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
     def flow_fn(x, inverse=False):
         mods = []
         for l in range(layers):
-            mods.append(SplineCoupling(dim, l % dim, length, bins, hidden, harmonics, rounds,
-                                       absolute_features, name=f"layer_{l}"))
+            if splines:
+                mods.append(SplineCoupling(dim, l % dim, length, bins, hidden, harmonics, rounds,
+                                           absolute_features, name=f"layer_{l}"))
             if pair_shift:
-                mods.append(PairShift(dim, l % dim, length, hidden, name=f"pair_{l}"))
+                mods.append(PairShift(dim, l % dim, length, hidden, pair_harmonics,
+                                      pair_features, name=f"pair_{l}"))
         logdet = jnp.zeros((), x.dtype)
         for mod in (reversed(mods) if inverse else mods):
             # rematerialized: the backward pass recomputes one layer's O(N^2 hidden) activations

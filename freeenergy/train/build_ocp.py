@@ -71,7 +71,8 @@ def build_ocp(cfg: Config, lay: devices.Layout):
     system = make_system(cfg)
     n, dim, length = cfg.n, cfg.dim, system.length
     flow = make_proton_flow(n, dim, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
-                            cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift)
+                            cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
+                            splines=cfg.proton_flow_splines)
     coupling, temperature = float(cfg.coupling), system.temperature
     ewald = system.ewald
 
