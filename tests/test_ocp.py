@@ -86,8 +86,8 @@ def _exact_two_particle_excess(cfg, points=160):
 def test_bound_above_and_reweighting_at_the_exact_two_particle_free_energy():
     """After a short training: the bound lies above the exact excess free energy (here about
     -3.8 k_B T, far from the ideal gas) and has learnt the pair correlation (its gap, 0.57 k_B T
-    for the uniform density, at most 0.35 k_B T; 0.18 seen; without the pair-shift layers it
-    did not fall at all), and the reweighted estimate agrees with the exact value."""
+    for the uniform density, at most 0.35 k_B T; 0.18 seen with spline + pair-shift layers;
+    with splines alone it did not fall at all; the default flow is pair-shift layers only), and the reweighted estimate agrees with the exact value."""
     cfg = _cfg(batch=256, lr=3e-3, steps=150)
     exact_ex, system = _exact_two_particle_excess(cfg)
     built = build(cfg)
@@ -217,7 +217,8 @@ def test_chunked_flow_pass_gives_the_same_step():
     A chunk that does not divide the batch falls back to its largest divisor (5 -> 4 of 16)."""
     outs = {}
     for chunk in (0, 4, 5):
-        built = build(_cfg(dim=3, n=3, batch=16, proton_flow_chunk=chunk))
+        built = build(_cfg(dim=3, n=3, batch=16, proton_flow_chunk=chunk,
+                           proton_flow_splines=True))
         state = built.init_state(jax.random.PRNGKey(0))
         state, _ = built.step(state, jax.random.PRNGKey(1), 1.0)   # a non-identity flow
         state, stats = built.step(state, jax.random.PRNGKey(2), 1.0)
