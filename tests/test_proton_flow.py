@@ -105,6 +105,20 @@ def test_periodicity(setup):
     assert abs(float(setup.log_prob(setup.params, s + shift) - lp)) < 1e-10
 
 
+def _assert_commutes_with_shifts(flow, params, u, shifts, min_logdet):
+    """f(U + c) = f(U) + c, the same ln|det|, and ln p(S + c) = ln p(S) for every c in shifts;
+    the flow is not trivial there (|ln det| > min_logdet)."""
+    forward, log_prob = jax.jit(flow.forward), jax.jit(flow.log_prob)
+    s, logdet = forward(params, u)
+    assert abs(float(logdet)) > min_logdet
+    lp = log_prob(params, s)
+    for c in shifts:
+        s2, logdet2 = forward(params, u + c)
+        assert _torus_err(s2, s + c) < 1e-10
+        assert abs(float(logdet2 - logdet)) < 1e-10
+        assert abs(float(log_prob(params, s + c) - lp)) < 1e-10
+
+
 @pytest.mark.parametrize("dim", [2, 3])
 def test_translation_what_holds(dim, setup):
     """With difference-only conditioners (absolute_features=False) a layer moving axis 0
@@ -113,18 +127,9 @@ def test_translation_what_holds(dim, setup):
     commutes with shifts (see the module docstring): ln p of the general flow does change."""
     n = 4
     flow = make_proton_flow(n, dim, L, layers=1, absolute_features=False, **SMALL)
-    params = _perturbed(flow, scale=0.3)
-    forward, log_prob = jax.jit(flow.forward), jax.jit(flow.log_prob)
     u = jax.random.uniform(jax.random.PRNGKey(5), (n, dim)) * L
-    s, logdet = forward(params, u)
-    assert abs(float(logdet)) > 0.1
-    lp = log_prob(params, s)
-    for b in range(1, dim):
-        c = 0.37 * L * jnp.eye(dim)[b]
-        s2, logdet2 = forward(params, u + c)
-        assert _torus_err(s2, s + c) < 1e-10
-        assert abs(float(logdet2 - logdet)) < 1e-10
-        assert abs(float(log_prob(params, s + c) - lp)) < 1e-10
+    _assert_commutes_with_shifts(flow, _perturbed(flow, scale=0.3), u,
+                                 [0.37 * L * jnp.eye(dim)[b] for b in range(1, dim)], 0.1)
     # the general (multi-axis) flow: a common shift along a moved axis changes ln p
     if dim == setup.dim and setup.splines:
         s, _ = setup.forward(setup.params, setup.u)
@@ -139,18 +144,9 @@ def test_pair_shift_only_flow_is_translation_invariant(dim):
     translation: f(U + c) = f(U) + c for any c, and ln p(S + c) = ln p(S) exactly."""
     n = 5
     flow = make_proton_flow(n, dim, L, layers=2 * dim, splines=False, **SMALL)
-    params = _perturbed(flow, scale=0.3)
-    forward, log_prob = jax.jit(flow.forward), jax.jit(flow.log_prob)
     u = jax.random.uniform(jax.random.PRNGKey(6), (n, dim)) * L
-    s, logdet = forward(params, u)
-    assert abs(float(logdet)) > 0.05
-    lp = log_prob(params, s)
-    for seed in range(3):
-        c = jax.random.uniform(jax.random.PRNGKey(10 + seed), (dim,)) * L
-        s2, logdet2 = forward(params, u + c)
-        assert _torus_err(s2, s + c) < 1e-10
-        assert abs(float(logdet2 - logdet)) < 1e-10
-        assert abs(float(log_prob(params, s + c) - lp)) < 1e-10
+    shifts = [jax.random.uniform(jax.random.PRNGKey(10 + k), (dim,)) * L for k in range(3)]
+    _assert_commutes_with_shifts(flow, _perturbed(flow, scale=0.3), u, shifts, 0.05)
     with pytest.raises(ValueError, match="spline couplings, pair-shift layers or both"):
         make_proton_flow(n, dim, L, splines=False, pair_shift=False)
 
