@@ -43,11 +43,12 @@ class Setup:
         self.u = u.at[0, 0].set(0.0).at[1, -1].set(np.nextafter(L, 0.0))
 
 
-@pytest.fixture(scope="module", params=[(5, 2, 4, True), (6, 3, 3, True), (5, 3, 3, False)],
-                ids=["2d", "3d", "3d-pair-shift-only"])
+@pytest.fixture(scope="module", params=[(5, 2, 4, True, False), (6, 3, 3, True, False),
+                                        (5, 3, 3, False, False), (5, 3, 3, False, True)],
+                ids=["2d", "3d", "3d-pair-shift-only", "3d-expanding-pair-shifts"])
 def setup(request):
-    n, dim, layers, splines = request.param
-    return Setup(n, dim, layers, splines=splines)
+    n, dim, layers, splines, expanding = request.param
+    return Setup(n, dim, layers, splines=splines, pair_expanding=expanding)
 
 
 def test_bijection(setup):
@@ -230,13 +231,13 @@ def test_rejects_bad_arguments():
             make_proton_flow(**args)
 
 
-def _pair_layer(n, dim, axis, scale, seed=3):
+def _pair_layer(n, dim, axis, scale, seed=3, expanding=False):
     """One pair-shift layer alone, with strongly perturbed parameters (amplitudes far beyond
     the squashing: the bound must hold whatever the network outputs)."""
     import haiku as hk
     from freeenergy.models.pair_shift import PairShift
     net = hk.without_apply_rng(hk.transform(
-        lambda x, inverse=False: PairShift(dim, axis, L, hidden=8)(x, inverse)))
+        lambda x, inverse=False: PairShift(dim, axis, L, hidden=8, expanding=expanding)(x, inverse)))
     x0 = jax.random.uniform(jax.random.PRNGKey(seed), (n, dim)) * L
     params = net.init(jax.random.PRNGKey(0), x0)
     leaves, treedef = jax.tree.flatten(params)
@@ -247,15 +248,17 @@ def _pair_layer(n, dim, axis, scale, seed=3):
             jax.jit(lambda x: net.apply(params, x, True)))
 
 
-@pytest.mark.parametrize("dim", [2, 3])
-def test_pair_shift_jacobian_bounded_and_exact(dim):
+@pytest.mark.parametrize("dim,expanding", [(2, False), (3, False), (3, True)])
+def test_pair_shift_jacobian_bounded_and_exact(dim, expanding):
     """Along its axis the pair-shift layer's Jacobian is symmetric with eigenvalues in
-    [MARGIN, 2 - MARGIN] for any parameters (Gershgorin bound of the construction), checked on
-    jax.jacfwd for very large parameters and clustered configurations (where the weights are
-    largest); its ln det is that of the dense Jacobian, and the inverse undoes it to 1e-10."""
+    [MARGIN, 2 - MARGIN] (expanding: [MARGIN, 1 + (1 - MARGIN) K]) for any parameters (Gershgorin
+    bound of the construction), checked on jax.jacfwd for very large parameters and clustered
+    configurations (where the weights are largest); its ln det is that of the dense Jacobian,
+    and the inverse undoes it to 1e-10."""
     from freeenergy.models.pair_shift import MARGIN
     n, axis = 7, dim - 1
-    forward, inverse = _pair_layer(n, dim, axis, scale=3.0)
+    upper = 1.0 + (1.0 - MARGIN) * 3 if expanding else 2.0 - MARGIN
+    forward, inverse = _pair_layer(n, dim, axis, scale=3.0, expanding=expanding)
     worst_lo, worst_hi, moved = np.inf, -np.inf, 0.0
     for seed in range(6):
         x = jax.random.uniform(jax.random.PRNGKey(10 + seed), (n, dim)) * L
@@ -273,7 +276,7 @@ def test_pair_shift_jacobian_bounded_and_exact(dim):
         x_back, logdet_inv = inverse(y)
         assert _torus_err(x_back, x) < 1e-10 and abs(float(logdet + logdet_inv)) < 1e-10
         moved = max(moved, _torus_err(y, x))
-    assert MARGIN <= worst_lo and worst_hi <= 2.0 - MARGIN
+    assert MARGIN <= worst_lo and worst_hi <= upper
     assert worst_lo < 0.9 and worst_hi > 1.1 and moved > 0.05   # far from the identity
 
 
@@ -293,16 +296,20 @@ def test_pair_shift_commutes_with_translations_and_permutations():
     assert _torus_err(y3, y[perm]) < 1e-10 and abs(float(logdet3 - logdet)) < 1e-10
 
 
-def test_logdet_spd_derivative_matches_slogdet():
-    """The Newton-Schulz derivative of ln det equals autodiff of slogdet (and jvp = vjp)."""
+@pytest.mark.parametrize("upper", [1.95, 3.85])
+def test_logdet_spd_derivative_matches_slogdet(upper):
+    """The Newton-Schulz derivative of ln det equals autodiff of slogdet (and jvp = vjp), at
+    the extreme spectra the layers allow: [0.05, 1.95] and, expanding, [0.05, 3.85]."""
     from freeenergy.models.pair_shift import logdet_spd
     a = jax.random.normal(jax.random.PRNGKey(0), (9, 9))
     q, _ = jnp.linalg.qr(a)
-    jac = (q * jnp.linspace(0.06, 1.94, 9)) @ q.T   # the extreme spectrum the layer allows
-    g = jax.grad(logdet_spd)(jac)
+    spectrum = jnp.linspace(0.051, upper - 0.001, 9)
+    jac = (q * spectrum) @ q.T
+    fn = lambda m: logdet_spd(m, upper)
+    g = jax.grad(fn)(jac)
     g_ref = jax.grad(lambda m: jnp.linalg.slogdet(m)[1])(jac)
     assert float(jnp.max(jnp.abs(g - g_ref))) < 1e-10
     dm = jax.random.normal(jax.random.PRNGKey(1), (9, 9))
-    _, tangent = jax.jvp(logdet_spd, (jac,), (dm,))
+    _, tangent = jax.jvp(fn, (jac,), (dm,))
     assert abs(float(tangent - jnp.sum(g_ref * dm))) < 1e-10
-    assert abs(float(logdet_spd(jac) - jnp.sum(jnp.log(jnp.linspace(0.06, 1.94, 9))))) < 1e-12
+    assert abs(float(fn(jac) - jnp.sum(jnp.log(spectrum)))) < 1e-12

@@ -285,7 +285,7 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
                      bins: int = 8, harmonics: int = 2, rounds: int = 2,
                      absolute_features: bool = True, pair_shift: bool = True,
                      splines: bool = True, pair_harmonics: int = 3,
-                     pair_features: int = 2) -> ProtonFlow:
+                     pair_features: int = 2, pair_expanding: bool = False) -> ProtonFlow:
     """Builds the flow of n particles in the box [0, length)^dim (see the module docstring).
 
     Args:
@@ -301,6 +301,8 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
         every common translation, so p is then exactly translation-invariant).
       pair_harmonics: Fourier harmonics of each pair-shift layer's pair potential along its
         axis; pair_features: harmonics of the separations across the axis it sees.
+      pair_expanding: pair-shift layers bounded only on their compressive side (Jacobian
+        eigenvalues in [0.05, 1 + 0.95 pair_harmonics] instead of [0.05, 1.95]; ``PairShift``).
     """
     if not (splines or pair_shift):
         raise ValueError("the flow needs spline couplings, pair-shift layers or both")
@@ -327,7 +329,8 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
                                            absolute_features, name=f"layer_{l}"))
             if pair_shift:
                 mods.append(PairShift(dim, l % dim, length, hidden, pair_harmonics,
-                                      pair_features, name=f"pair_{l}"))
+                                      pair_features, expanding=pair_expanding,
+                                      name=f"pair_{l}"))
         logdet = jnp.zeros((), x.dtype)
         for mod in (reversed(mods) if inverse else mods):
             # rematerialized: the backward pass recomputes one layer's O(N^2 hidden) activations

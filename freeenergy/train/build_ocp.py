@@ -72,7 +72,8 @@ def build_ocp(cfg: Config, lay: devices.Layout):
     n, dim, length = cfg.n, cfg.dim, system.length
     flow = make_proton_flow(n, dim, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
                             cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
-                            splines=cfg.proton_flow_splines)
+                            splines=cfg.proton_flow_splines,
+                            pair_expanding=cfg.proton_flow_expanding)
     coupling, temperature = float(cfg.coupling), system.temperature
     ewald = system.ewald
 
