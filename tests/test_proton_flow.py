@@ -44,8 +44,8 @@ class Setup:
 
 
 @pytest.fixture(scope="module", params=[(5, 2, 4, True, False), (6, 3, 3, True, False),
-                                        (5, 3, 3, False, False), (5, 3, 3, False, True)],
-                ids=["2d", "3d", "3d-pair-shift-only", "3d-expanding-pair-shifts"])
+                                        (5, 3, 3, False, True)],
+                ids=["2d", "3d", "3d-expanding-pair-shifts"])
 def setup(request):
     n, dim, layers, splines, expanding = request.param
     return Setup(n, dim, layers, splines=splines, pair_expanding=expanding)
