@@ -241,7 +241,7 @@ def format_bench(r: dict) -> str:
     lines = [
         f"bench {r['system']} dim={r['dim']} n={r['n']} batch={r['batch']} mc_steps={r['mc_steps']} "
         f"laplacian={r['laplacian']} optimizer={r['optimizer']}"
-        + (f" (sr solver {r['sr_solver']})" if r["optimizer"] == "sr" else "")
+        + (f" (sr solver {r.get('sr_solver', 'direct')})" if r["optimizer"] == "sr" else "")
         + f" on {r['device']}",
         f"  params: van={r['n_params']['van']} flow={r['n_params']['flow']}, states/spin={r['n_states']}",
         f"  medians of {r['repeats']} repeats; spread = (max - min) / median",
