@@ -58,12 +58,14 @@ K_EPS = 1e-3       # floor of K_i
 SCHULZ_STEPS = 12  # ||I - J|| <= 1 - MARGIN = 0.95, so 0.95^(2^12) ~ 1e-91: converged to round-off
 
 
-def schulz_steps(upper: float) -> int:
-    """Newton-Schulz steps that converge to round-off for eigenvalues in [MARGIN, upper]: the
-    error starts below 1 - MARGIN/beta (beta = max(upper, 1)) and squares every step."""
-    beta = max(float(upper), 1.0)
-    rate = -math.log1p(-MARGIN / beta) if beta > 1.0 else -math.log(1.0 - MARGIN)
-    return max(SCHULZ_STEPS, int(math.ceil(math.log2(80.0 / rate))))
+def _schulz_start(upper: float):
+    """(beta, steps) of the Newton-Schulz iteration for eigenvalues in [MARGIN, upper]: start at
+    X_0 = I / beta (beta = 1 for the symmetric bound, where ||I - J|| <= 1 - MARGIN; else upper),
+    so the error starts below 1 - MARGIN / beta and squares every step to round-off."""
+    if upper <= 2.0 - MARGIN:
+        return 1.0, SCHULZ_STEPS
+    rate = -math.log1p(-MARGIN / upper)
+    return float(upper), max(SCHULZ_STEPS, int(math.ceil(math.log2(80.0 / rate))))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -81,9 +83,8 @@ def logdet_spd(jac: jnp.ndarray, upper: float = 2.0 - MARGIN) -> jnp.ndarray:
 
 def _inverse_schulz(jac: jnp.ndarray, upper: float) -> jnp.ndarray:
     eye = jnp.eye(jac.shape[-1], dtype=jac.dtype)
-    x0 = eye if upper <= 2.0 - MARGIN else eye / upper
-    return jax.lax.fori_loop(0, schulz_steps(upper) if upper > 2.0 - MARGIN else SCHULZ_STEPS,
-                             lambda _, x: x @ (2.0 * eye - jac @ x), x0)
+    beta, steps = _schulz_start(upper)
+    return jax.lax.fori_loop(0, steps, lambda _, x: x @ (2.0 * eye - jac @ x), eye / beta)
 
 
 @logdet_spd.defjvp
