@@ -15,8 +15,13 @@ dz_j/dx_j = I + sum_k A_jk, dz_j/dx_k = -A_jk. This costs ``dim`` forward-mode p
 small pair MLP instead of ``N * dim`` passes of the whole backflow, which keeps the exact kinetic
 energy (which needs the Laplacian of ln|det J|) cheap.
 
-Optional ``protons`` (Np, dim) add an electron-proton pair term z_j += sum_I xi(x_j - R_I) with
-its own MLP, so the same module conditions on proton positions later.
+Optional ``protons`` (Np, dim) add an electron-proton term z_j += sum_I xi(x_j - R_I) with its own
+MLP: for electron j a function of x_j alone, so it adds only to the diagonal blocks of the Jacobian,
+dz_j/dx_j += sum_I B_jI, B_jI = d xi / d d (x_j - R_I), and the analytic Laplacian takes it as
+one-body blocks (``pair_derivatives`` returns them as A1, H1, S1).
+
+``spins`` (electrons per species, e.g. (N/2, N/2)) makes the electron-electron term spin-aware:
+pairs of opposite spin get their own MLP ("ee_anti"); same-spin pairs keep "ee".
 """
 
 from __future__ import annotations
@@ -74,9 +79,16 @@ class PairBackflow(hk.Module):
     """x (N, dim) -> (z (N, dim), log|det dz/dx|) for one configuration."""
 
     def __init__(self, dim: int, length: float, hidden: Sequence[int] = (32, 32),
-                 batch_safe_linalg: bool = True, name: Optional[str] = None):
+                 batch_safe_linalg: bool = True, spins: Optional[Sequence[int]] = None,
+                 name: Optional[str] = None):
         super().__init__(name=name)
         self.dim, self.length, self.hidden = dim, float(length), tuple(hidden)
+        # (N, N) 1.0 where electrons j, k have the same spin; None: one MLP for every pair
+        if spins is not None and len(spins) > 1:
+            species = np.repeat(np.arange(len(spins)), spins)
+            self.same_spin = (species[:, None] == species[None, :]).astype(np.float64)
+        else:
+            self.same_spin = None
         # freeenergy.linalg (never a batched LAPACK call on CPU) or jnp.linalg (for folx)
         self.slogdet = linalg.slogdet if batch_safe_linalg else jnp.linalg.slogdet
 
@@ -87,24 +99,22 @@ class PairBackflow(hk.Module):
         pair_derivatives=True instead a dict with z (N, dim) and the
         masked pair tensors A (N, N, dim, dim) = d eta_a/d d_b, H (N, N, dim, dim, dim) =
         d^2 eta_a / d d_b d d_c and S (N, N, dim, dim) = sum_c d^3 eta_a / d d_b d d_c^2, which
-        the analytic Laplacian needs (electron-electron term only)."""
+        the analytic Laplacian needs; with protons also the one-body blocks of the
+        electron-proton term summed over protons, A1 (N, dim, dim), H1 (N, dim, dim, dim) and
+        S1 (N, dim, dim), the same derivatives of sum_I xi(x_j - R_I) with respect to x_j."""
         n, dim = x.shape
-        eta = PairMLP(dim, self.length, self.hidden, name="ee")(x.dtype)
+        eta = self._electron_pair_function(x.dtype)
+        xi = PairMLP(dim, self.length, self.hidden, name="ep")(x.dtype) if protons is not None \
+            else None
         if pair_derivatives:
-            if protons is not None:
-                raise ValueError("pair derivatives cover the electron-electron backflow only; "
-                                 "use the folx or loop Laplacian with protons")
-            return self._pair_derivatives(eta, x)
+            return self._pair_derivatives(eta, xi, x, protons)
         d = x[:, None, :] - x[None, :, :]  # (N, N, dim)
-        d_flat = d.reshape(-1, dim)
         offdiag = (1.0 - jnp.eye(n, dtype=x.dtype))
-        shift = jax.vmap(eta)(d_flat).reshape(n, n, dim) * offdiag[:, :, None]
-        jac = jax.vmap(jax.jacfwd(eta))(d_flat).reshape(n, n, dim, dim)
-        jac = jac * offdiag[:, :, None, None]  # A_jk, (N, N, dim, dim)
+        shift = eta(d) * offdiag[:, :, None]
+        jac = eta.jacobian(d) * offdiag[:, :, None, None]  # A_jk, (N, N, dim, dim)
         z = x + shift.sum(axis=1)
         diag_blocks = jac.sum(axis=1)  # (N, dim, dim)
-        if protons is not None:
-            xi = PairMLP(dim, self.length, self.hidden, name="ep")(x.dtype)
+        if xi is not None:
             dp = (x[:, None, :] - protons[None, :, :]).reshape(-1, dim)
             z = z + jax.vmap(xi)(dp).reshape(n, -1, dim).sum(axis=1)
             diag_blocks = diag_blocks + jax.vmap(jax.jacfwd(xi))(dp).reshape(n, -1, dim, dim).sum(1)
@@ -115,17 +125,67 @@ class PairBackflow(hk.Module):
         sign, logdet = self.slogdet(full)
         return (z, logdet, sign) if with_sign else (z, logdet)
 
+    def _electron_pair_function(self, dtype):
+        """The electron-electron pair term as a ``_PairFunction`` over (N, N, dim) displacements."""
+        same = PairMLP(self.dim, self.length, self.hidden, name="ee")(dtype)
+        anti = (PairMLP(self.dim, self.length, self.hidden, name="ee_anti")(dtype)
+                if self.same_spin is not None else None)
+        return _PairFunction(same, anti, self.same_spin)
+
     @staticmethod
-    def _pair_derivatives(eta, x):
+    def _pair_derivatives(eta, xi, x, protons):
         n, dim = x.shape
-        d_flat = (x[:, None, :] - x[None, :, :]).reshape(-1, dim)
-        offdiag = (1.0 - jnp.eye(n, dtype=x.dtype)).reshape(-1)
-        a_fn = jax.jacfwd(eta)
-        h_fn = jax.jacfwd(a_fn)
-        t_fn = jax.jacfwd(h_fn)
-        shift = jax.vmap(eta)(d_flat) * offdiag[:, None]
-        a = jax.vmap(a_fn)(d_flat) * offdiag[:, None, None]
-        h = jax.vmap(h_fn)(d_flat) * offdiag[:, None, None, None]
-        s = jnp.einsum("pabcc->pab", jax.vmap(t_fn)(d_flat)) * offdiag[:, None, None]
-        return {"z": x + shift.reshape(n, n, dim).sum(1), "A": a.reshape(n, n, dim, dim),
-                "H": h.reshape(n, n, dim, dim, dim), "S": s.reshape(n, n, dim, dim)}
+        d = x[:, None, :] - x[None, :, :]
+        offdiag = 1.0 - jnp.eye(n, dtype=x.dtype)
+        mask = lambda t: t * offdiag.reshape((n, n) + (1,) * (t.ndim - 2))
+        shift = mask(eta(d))
+        out = {"z": x + shift.sum(1), "A": mask(eta.jacobian(d)), "H": mask(eta.hessian(d)),
+               "S": mask(eta.laplacian_of_jacobian(d))}
+        if xi is not None:  # one-body blocks of the electron-proton term, summed over protons
+            dp = (x[:, None, :] - protons[None, :, :]).reshape(-1, dim)
+            a_fn = jax.jacfwd(xi)
+            h_fn = jax.jacfwd(a_fn)
+            t_fn = jax.jacfwd(h_fn)
+            per = lambda f, *tail: jax.vmap(f)(dp).reshape((n, -1) + tail).sum(1)
+            out["z"] = out["z"] + per(xi, dim)
+            out["A1"] = per(a_fn, dim, dim)
+            out["H1"] = per(h_fn, dim, dim, dim)
+            out["S1"] = jnp.einsum("jabcc->jab", per(t_fn, dim, dim, dim, dim))
+        return out
+
+
+class _PairFunction:
+    """eta(d) of the electron-electron term on (N, N, dim) displacements, with its derivatives
+    with respect to d: one MLP for every pair, or (``anti`` given) one for same-spin and one for
+    opposite-spin pairs, selected by the (N, N) mask ``same_spin``."""
+
+    def __init__(self, same, anti, same_spin):
+        self.same, self.anti = same, anti
+        self.same_spin = None if same_spin is None else jnp.asarray(same_spin)
+
+    def _apply(self, fn_of, d, tail: int):
+        n, dim = d.shape[0], d.shape[-1]
+        flat = d.reshape(-1, dim)
+
+        def run(f):
+            out = jax.vmap(fn_of(f))(flat)
+            return out.reshape((n, n) + out.shape[1:])
+
+        if self.anti is None:
+            return run(self.same)
+        w = self.same_spin.astype(d.dtype).reshape((n, n) + (1,) * tail)
+        return w * run(self.same) + (1.0 - w) * run(self.anti)
+
+    def __call__(self, d):
+        return self._apply(lambda f: f, d, 1)
+
+    def jacobian(self, d):
+        return self._apply(jax.jacfwd, d, 2)
+
+    def hessian(self, d):
+        return self._apply(lambda f: jax.jacfwd(jax.jacfwd(f)), d, 3)
+
+    def laplacian_of_jacobian(self, d):
+        """sum_c d^3 eta_a / d d_b d d_c^2, (N, N, dim, dim)."""
+        return self._apply(lambda f: (lambda v: jnp.einsum(
+            "abcc->ab", jax.jacfwd(jax.jacfwd(jax.jacfwd(f)))(v))), d, 2)

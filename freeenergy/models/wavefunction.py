@@ -44,7 +44,7 @@ def slater_log(kvecs_occ: jnp.ndarray, z: jnp.ndarray, slogdet=linalg.slogdet):
 
 def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
                       use_backflow: bool = True, hidden: Sequence[int] = (32, 32),
-                      batch_safe_linalg: bool = True) -> Wavefunction:
+                      batch_safe_linalg: bool = True, spin_pairs: bool = False) -> Wavefunction:
     """Factory of the pure wavefunction functions.
 
     Args:
@@ -56,6 +56,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
       batch_safe_linalg: determinants and inverses from ``freeenergy.linalg`` (on CPU never a
         batched LAPACK call, which can deadlock jaxlib 0.10.2); False: ``jnp.linalg`` (needed by
         the folx Laplacian, which does not propagate through their custom JVP rules).
+      spin_pairs: separate backflow pair functions for same- and opposite-spin electrons.
     """
     slogdet = linalg.slogdet if batch_safe_linalg else jnp.linalg.slogdet
     inv = linalg.inv if batch_safe_linalg else jnp.linalg.inv
@@ -67,7 +68,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
     net = hk.without_apply_rng(hk.transform(
         lambda x, protons=None, pair_derivatives=False, with_sign=False: PairBackflow(
             dim, length, hidden, batch_safe_linalg,
-            name="backflow")(x, protons, pair_derivatives, with_sign)))
+            spins=counts if spin_pairs else None, name="backflow")(x, protons, pair_derivatives, with_sign)))
 
     def backflow(params, x, protons=None):
         if not use_backflow:
@@ -110,8 +111,11 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
           lap f(z(x)) = tr(J^T H_f J) + grad_z f . lap z,   lap z_j = 2 sum_k sum_c H_jk,.cc,
           lap ln det J = sum_i [tr(G d_i^2 J) - tr(G d_i J G d_i J)],
           sum_i tr(G d_i^2 J) = 2 tr(G K[S]),
-        where d_i J is assembled from the pair Hessians H and K[S] from S. Cost O((N dim)^4) for
-        the dense contraction, no third derivatives of the whole network.
+        where d_i J is assembled from the pair Hessians H and K[S] from S. The electron-proton
+        term (one-body blocks A1, H1, S1 of each electron) adds A1 to J's diagonal blocks, H1 to
+        d_i J where i is the block's own electron, sum_c H1_.cc to lap z and tr(G diag[S1]) (no
+        factor 2: one electron's coordinates only) to the first sum. Cost O((N dim)^4) for the
+        dense contraction, no third derivatives of the whole network.
         """
         nd = x.size
         z_fn = lambda z: slater_stack(z.reshape(x.shape), n)
@@ -119,9 +123,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
             g_z = jax.jacrev(z_fn)(x.reshape(-1))
             h_z = jax.jacfwd(jax.jacrev(z_fn))(x.reshape(-1))
             return g_z, jnp.trace(h_z, axis1=1, axis2=2)
-        if protons is not None:
-            raise ValueError("the analytic Laplacian covers the electron gas only; use folx or loop")
-        pd = net.apply(params, x, None, pair_derivatives=True)
+        pd = net.apply(params, x, protons, pair_derivatives=True)
         z, a, h, s = pd["z"], pd["A"], pd["H"], pd["S"]
         num, dim = x.shape
         eye_n = jnp.eye(num, dtype=x.dtype)
@@ -130,9 +132,16 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
             k4 = eye_n[:, :, None, None] * pair.sum(1)[:, None, :, :] - pair
             return k4.transpose(0, 2, 1, 3).reshape(nd, nd)
 
+        def diagonal(block):  # (N, d, d) one-body blocks -> block-diagonal (Nd, Nd)
+            return (eye_n[:, :, None, None] * block[:, None, :, :]).transpose(0, 2, 1, 3).reshape(
+                nd, nd)
+
+        one_body = "A1" in pd
         jac = jnp.eye(nd, dtype=x.dtype) + assemble(a)
+        if one_body:
+            jac = jac + diagonal(pd["A1"])
         g_inv = inv(jac)
-        hsum = h.sum(1)  # (N, d, d, d)
+        hsum = h.sum(1) + (pd["H1"] if one_body else 0.0)  # (N, d, d, d)
         dk = (jnp.einsum("jk,jm,jabc->jakbmc", eye_n, eye_n, hsum)
               - jnp.einsum("jk,jmabc->jakbmc", eye_n, h)
               - jnp.einsum("jkabc,jm->jakbmc", h, eye_n)
@@ -140,8 +149,12 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
         grad_logdet = jnp.einsum("gb,bgi->i", g_inv, dk)
         m = jnp.einsum("ab,bgi->agi", g_inv, dk)
         quad = jnp.einsum("agi,gai->", m, m)
-        lap_logdet = 2.0 * jnp.sum(g_inv.T * assemble(s)) - quad
-        lap_z = 2.0 * jnp.einsum("jkacc->ja", h).reshape(-1)
+        second = 2.0 * assemble(s) + (diagonal(pd["S1"]) if one_body else 0.0)
+        lap_logdet = jnp.sum(g_inv.T * second) - quad
+        lap_z = 2.0 * jnp.einsum("jkacc->ja", h)
+        if one_body:
+            lap_z = lap_z + jnp.einsum("jacc->ja", pd["H1"])
+        lap_z = lap_z.reshape(-1)
         z_flat = z.reshape(-1)
         g_z = jax.jacrev(z_fn)(z_flat)  # (2, Nd)
         h_z = jax.jacfwd(jax.jacrev(z_fn))(z_flat)  # (2, Nd, Nd)
