@@ -177,6 +177,24 @@ class PairShift(hk.Module):
 
         return jax.lax.fori_loop(0, self.newton_steps + 10, newton, xa)
 
+    def _root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray) -> jnp.ndarray:
+        """The root z of z + grad Psi(z) = xa, with exact derivatives at low cost: the iterations
+        run without gradients, then ONE Newton step z - J^-1 (z + grad Psi(z) - xa) from the
+        root carries them. Its derivative with respect to anything (xa, c, amp and through
+        them the parameters and the other coordinates) is that of the implicit function,
+        dz = -J^-1 d(residual), because the residual vanishes at the root; so ln p of a given
+        S and its parameter gradient (the score) cost one differentiable step per layer."""
+        if self.expanding:
+            root = self._damped_newton(xa, c, amp)
+        else:
+            def newton(_, z):
+                shift, jac = self._shift_and_jacobian(z, c, amp)
+                return z - jnp.linalg.solve(jac, z + shift - xa)
+            root = jax.lax.fori_loop(0, self.newton_steps, newton, xa)
+        root = jax.lax.stop_gradient(root)
+        shift, jac = self._shift_and_jacobian(root, c, amp)
+        return root - jnp.linalg.solve(jax.lax.stop_gradient(jac), root + shift - xa)
+
     def __call__(self, x: jnp.ndarray, inverse: bool = False):
         """x (N, dim) in [0, L) -> (x' (N, dim) in [0, L), ln|det dx'/dx| scalar)."""
         a_ax, length = self.axis, self.length
@@ -186,15 +204,8 @@ class PairShift(hk.Module):
             shift, jac = self._shift_and_jacobian(xa, c, amp)
             new = xa + shift
             logdet = logdet_spd(jac, self.upper)
-        elif self.expanding:
-            new = self._damped_newton(xa, c, amp)
-            _, jac = self._shift_and_jacobian(new, c, amp)
-            logdet = -logdet_spd(jac, self.upper)
         else:
-            def newton(_, z):
-                shift, jac = self._shift_and_jacobian(z, c, amp)
-                return z - jnp.linalg.solve(jac, z + shift - xa)
-            new = jax.lax.fori_loop(0, self.newton_steps, newton, xa)
+            new = self._root(xa, c, amp)
             _, jac = self._shift_and_jacobian(new, c, amp)
             logdet = -logdet_spd(jac, self.upper)
         new = jnp.mod(new, length)
