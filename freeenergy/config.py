@@ -15,7 +15,7 @@ import os
 import typing
 from typing import Any, Optional
 
-SYSTEMS = ("ueg", "ocp")
+SYSTEMS = ("ueg", "ocp", "hydrogen")
 LAPLACIANS = ("analytic", "folx", "loop")
 OPTIMIZERS = ("sr", "adam")
 SR_SOLVERS = ("direct", "cg")
@@ -29,13 +29,13 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class Config:
     # --- physical system ---
-    system: str = "ueg"            # "ueg": uniform electron gas (no protons); "ocp": classical one-component plasma (protons only)
-    dim: int = 2                   # spatial dimension, 2 or 3
+    system: str = "ueg"            # "ueg": uniform electron gas (no protons); "ocp": classical one-component plasma (protons only); "hydrogen": classical protons + quantum electrons
+    dim: Optional[int] = None      # spatial dimension, 2 or 3; None: 3 for hydrogen, else 2
     n: int = 13                    # total number of electrons
     rs: float = 1.0                # Wigner-Seitz radius (bohr)
     theta: float = 0.15            # k_B T / E_F, E_F of the infinite gas at the same density and polarization (ueg)
     gamma: Optional[float] = None  # ocp: coupling Gamma = e^2/(rs k_B T) (give it or temperature_K)
-    temperature_K: Optional[float] = None  # ocp: temperature (K) (give it or gamma)
+    temperature_K: Optional[float] = None  # ocp: temperature (K) (give it or gamma); hydrogen: the temperature (required)
     paramagnetic: bool = False     # two spin species with n/2 electrons each (else fully polarized)
     coupling: float = 1.0          # lambda multiplying the Coulomb energy (0: ideal gas)
     twist: Optional[list] = None   # twist in units of 2 pi / L, components in [-0.5, 0.5]; None = Gamma point
@@ -68,11 +68,13 @@ class Config:
     lr: Optional[float] = None     # learning rate (SR: natural-gradient step; Adam: step size); None: 0.05 (sr), 1e-3 (adam)
     lr_van: Optional[float] = None   # learning rate of the VAN group; None: lr
     lr_flow: Optional[float] = None  # learning rate of the flow group; None: lr
+    lr_protons: Optional[float] = None  # hydrogen: learning rate of the proton-flow group; None: lr
     lr_decay_steps: float = 0.0    # lr / (1 + step / lr_decay_steps); 0: constant
     sr_damping: float = 1e-3       # diagonal shift of the Fisher matrices
     sr_max_norm: float = 1e-3      # bound on the Fisher norm of each SR update (trust region)
     sr_max_norm_van: Optional[float] = None   # the bound for the VAN group; None: sr_max_norm
     sr_max_norm_flow: Optional[float] = None  # the bound for the flow group; None: sr_max_norm
+    sr_max_norm_protons: Optional[float] = None  # hydrogen: the bound for the proton-flow group; None: sr_max_norm
     sr_solver: str = "direct"      # "direct" (every shard gathers all score rows; exact solve) or "cg" (rows stay on their shard; conjugate gradient)
     sr_cg_iters: int = 100         # most CG iterations per SR solve (--sr-solver cg)
     sr_cg_tol: float = 1e-6        # CG stops when |residual| < this * |gradient| (--sr-solver cg)
@@ -92,9 +94,14 @@ class Config:
     watchdog_min_s: float = 300.0  # ... but never before this many seconds (s)
     watchdog_first_s: float = 3600.0  # limit (s) for the first step (compilation) and for set-up
 
-    def per_group(self, value: float, van: Optional[float], flow: Optional[float]) -> dict:
-        """{"van": ..., "flow": ...} with the group's own value where given, else ``value``."""
-        return {"van": value if van is None else van, "flow": value if flow is None else flow}
+    def per_group(self, value: float, van: Optional[float], flow: Optional[float],
+                  protons: Optional[float] = None) -> dict:
+        """{"van": ..., "flow": ...} (and "protons" for hydrogen) with the group's own value
+        where given, else ``value``."""
+        groups = {"van": value if van is None else van, "flow": value if flow is None else flow}
+        if self.system == "hydrogen":
+            groups["protons"] = value if protons is None else protons
+        return groups
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -111,15 +118,19 @@ HELP: dict[str, str] = {
     # --- physical system ---
     "system": 'physical system: "ueg", the uniform electron gas in a neutralizing background; '
               '"ocp", the classical one-component plasma (point protons in a rigid neutralizing '
-              "background; needs --gamma or --temperature-K)",
-    "dim": "spatial dimension: 2 or 3",
+              "background; needs --gamma or --temperature-K); \"hydrogen\", N classical protons and "
+              "N quantum electrons (paramagnetic, N/2 per spin) in 3D, the proton flow, the VAN "
+              "and the √flow on one bound; needs --temperature-K)",
+    "dim": "spatial dimension: 2 or 3 (default: 3 for hydrogen, 2 otherwise; hydrogen needs 3)",
     "n": "total number of particles, integer >= 1: electrons (ueg: even with --paramagnetic, at "
-         "most the number of states of the basis) or protons (ocp)",
+         "most the number of states of the basis), protons (ocp), or atoms (hydrogen: N protons "
+         "and N electrons, even)",
     "rs": "Wigner-Seitz radius (bohr), > 0: the density",
     "theta": "reduced temperature Theta = k_B T / E_F, > 0, with E_F of the infinite gas at the "
              "same density and polarization",
     "gamma": "ocp: coupling parameter Gamma = e^2/(rs k_B T), > 0 (give this or --temperature-K)",
-    "temperature_K": "ocp: temperature in kelvin, > 0 (give this or --gamma)",
+    "temperature_K": "temperature in kelvin, > 0: ocp (give this or --gamma) and hydrogen "
+                     "(required; Theta = k_B T / E_F is reported)",
     "proton_flow_layers": "ocp: layers of the proton flow, integer >= 1 (each moves one Cartesian "
                           "axis of every proton, axes in turn; with --proton-flow-splines a layer "
                           "is a spline coupling followed by a pair shift). Depth is what the bound "
@@ -188,11 +199,14 @@ HELP: dict[str, str] = {
           "1e-3 for adam",
     "lr_van": "learning rate of the VAN parameters, > 0; unset: --lr",
     "lr_flow": "learning rate of the flow parameters, > 0; unset: --lr",
+    "lr_protons": "hydrogen: learning rate of the proton-flow parameters, > 0; unset: --lr",
     "lr_decay_steps": "learning-rate decay lr / (1 + step / this) (steps), >= 0; 0: constant",
     "sr_damping": "diagonal shift of the SR Fisher matrices, > 0",
     "sr_max_norm": "trust region: bound on the Fisher norm of each SR update, > 0",
     "sr_max_norm_van": "the --sr-max-norm bound for the VAN parameters, > 0; unset: --sr-max-norm",
     "sr_max_norm_flow": "the --sr-max-norm bound for the flow parameters, > 0; unset: --sr-max-norm",
+    "sr_max_norm_protons": "hydrogen: the --sr-max-norm bound for the proton-flow parameters, "
+                           "> 0; unset: --sr-max-norm",
     "sr_solver": '"direct" (every device gathers the score rows of all walkers and solves exactly, '
                  'in parameter space when a group has fewer parameters than score rows, else in '
                  'sample space) or "cg" (score rows stay on their device; conjugate gradient on '
@@ -343,9 +357,37 @@ def _positive_int(cfg, name, minimum=1):
         raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_proton_flow(cfg: Config) -> None:
+    for name, minimum in (("proton_flow_layers", 1), ("proton_flow_hidden", 1),
+                          ("proton_flow_bins", 2)):
+        _positive_int(cfg, name, minimum)
+    if not (cfg.proton_flow_splines or cfg.proton_flow_pair_shift):
+        raise ConfigError("--no-proton-flow-splines with --no-proton-flow-pair-shift leaves "
+                          "the proton flow without layers; keep at least one kind")
+
+
 def _check_system_options(cfg: Config) -> None:
     """Options that belong to one system only: the temperature of the OCP is --gamma or
-    --temperature-K (exactly one), that of the electron gas --theta."""
+    --temperature-K (exactly one), that of hydrogen --temperature-K, that of the electron gas
+    --theta. Hydrogen is 3D and paramagnetic (N/2 electrons per spin)."""
+    if cfg.system == "hydrogen":
+        if cfg.dim != 3:
+            raise ConfigError(f"--system hydrogen is 3D; got --dim {cfg.dim}")
+        if cfg.temperature_K is None:
+            raise ConfigError("--system hydrogen needs --temperature-K (kelvin)")
+        _positive(cfg, "temperature_K")
+        if cfg.gamma is not None:
+            raise ConfigError("--gamma is an option of --system ocp; hydrogen's temperature is "
+                              "--temperature-K")
+        if cfg.n % 2:
+            raise ConfigError(f"--system hydrogen needs an even --n (N/2 electrons per spin), "
+                              f"got n={cfg.n}")
+        cfg.paramagnetic = True
+        _check_proton_flow(cfg)
+        return
+    for name in ("lr_protons", "sr_max_norm_protons"):
+        if getattr(cfg, name) is not None:
+            raise ConfigError(f"--{name.replace('_', '-')} is an option of --system hydrogen")
     if cfg.system == "ocp":
         given = [name for name in ("gamma", "temperature_K") if getattr(cfg, name) is not None]
         if len(given) != 1:
@@ -354,17 +396,12 @@ def _check_system_options(cfg: Config) -> None:
         _positive(cfg, given[0])
         if cfg.paramagnetic:
             raise ConfigError("--paramagnetic has no meaning for --system ocp (classical protons)")
-        for name, minimum in (("proton_flow_layers", 1), ("proton_flow_hidden", 1),
-                              ("proton_flow_bins", 2)):
-            _positive_int(cfg, name, minimum)
-        if not (cfg.proton_flow_splines or cfg.proton_flow_pair_shift):
-            raise ConfigError("--no-proton-flow-splines with --no-proton-flow-pair-shift leaves "
-                              "the proton flow without layers; keep at least one kind")
+        _check_proton_flow(cfg)
     else:
         for name in ("gamma", "temperature_K"):
             if getattr(cfg, name) is not None:
-                raise ConfigError(f"--{name.replace('_', '-')} is an option of --system ocp; the "
-                                  f"electron gas's temperature is --theta")
+                raise ConfigError(f"--{name.replace('_', '-')} is an option of --system ocp and "
+                                  f"hydrogen; the electron gas's temperature is --theta")
 
 
 def validate(cfg: Config) -> Config:
@@ -372,6 +409,8 @@ def validate(cfg: Config) -> Config:
     check_types(cfg)
     if cfg.system not in SYSTEMS:
         raise ConfigError(f"--system must be one of {SYSTEMS}, got {cfg.system!r}")
+    if cfg.dim is None:
+        cfg.dim = 3 if cfg.system == "hydrogen" else 2
     if cfg.dim not in (2, 3):
         raise ConfigError(f"--dim must be 2 or 3, got {cfg.dim!r}")
     _positive_int(cfg, "n")
@@ -427,7 +466,8 @@ def validate(cfg: Config) -> Config:
         cfg.lr = 0.05 if cfg.optimizer == "sr" else 1e-3
     _positive(cfg, "lr")
     _non_negative(cfg, "lr_decay_steps")
-    for name in ("lr_van", "lr_flow", "sr_max_norm_van", "sr_max_norm_flow"):
+    for name in ("lr_van", "lr_flow", "sr_max_norm_van", "sr_max_norm_flow", "lr_protons",
+                 "sr_max_norm_protons"):
         if getattr(cfg, name) is not None:
             _positive(cfg, name)
     _positive(cfg, "sr_damping")

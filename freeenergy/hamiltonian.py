@@ -89,7 +89,8 @@ def make_local_energy(log_psi: Callable, potential: Callable, coupling: float = 
 
     Args:
       log_psi: (params, x (N, dim), n (D,), protons) -> (ln|psi|, arg psi).
-      potential: x (N, dim) -> Coulomb energy (Ha) of the electrons with background (Ewald).
+      potential: x (N, dim) -> Coulomb energy (Ha) of the electrons with background (Ewald);
+        with protons, (x, protons (Np, dim)) -> the whole Coulomb energy (e-e, e-p, p-p).
       coupling: lambda multiplying the Coulomb energy (0: ideal gas).
       method: Laplacian method, see module docstring.
       derivatives: the wavefunction's exact (grad, laplacian) function, for method "analytic".
@@ -98,7 +99,7 @@ def make_local_energy(log_psi: Callable, potential: Callable, coupling: float = 
 
     def e_loc(params, x, n, protons=None):
         k = kinetic(params, x, n, protons)
-        v = coupling * potential(x)
+        v = coupling * (potential(x) if protons is None else potential(x, protons))
         return k + v, {"kinetic": jnp.real(k), "potential": v}
 
     return e_loc

@@ -19,7 +19,7 @@ All functions here take a BATCH of walkers: x (B, N, dim), n (B, D).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -30,11 +30,13 @@ SAMPLING_MODES = ("joint", "redraw")
 
 class SamplerState(NamedTuple):
     """x: (B, N, dim) walker positions (bohr); n: (B, D) int32 occupations of each walker;
-    width: scalar Metropolis step width (bohr)."""
+    width: scalar Metropolis step width (bohr); s: (B, Np, dim) proton positions of each walker
+    (bohr; hydrogen only, else None)."""
 
     x: jnp.ndarray
     n: jnp.ndarray
     width: jnp.ndarray
+    s: Optional[jnp.ndarray] = None
 
 
 class Draw(NamedTuple):
@@ -124,6 +126,72 @@ def make_joint_sampler(van_sample: Callable, van_log_prob: Callable, log_abs_fn:
             n_accept = accept.astype(state.x.dtype)
         x, acceptance = metropolis(params["flow"], state, n, k_mc, la)
         return Draw(n=n, logp=logp, x=x, acceptance=acceptance, n_acceptance=n_accept)
+
+    return sample
+
+
+class ProtonDraw(NamedTuple):
+    """One step of the hydrogen chain for b walkers: s (b, Np, dim) protons (bohr), n (b, D)
+    occupations, logp_n (b,) ln p(n|s) under the current VAN, x (b, N, dim) electrons (bohr),
+    acceptance (b,) of the x moves, n_acceptance (b,) 1.0 where the (s, n) proposal was taken."""
+
+    s: jnp.ndarray
+    n: jnp.ndarray
+    logp_n: jnp.ndarray
+    x: jnp.ndarray
+    acceptance: jnp.ndarray
+    n_acceptance: jnp.ndarray
+
+
+def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log_prob: Callable,
+                          log_abs_fn: Callable, metropolis: Callable,
+                          mode: str = "joint") -> Callable:
+    """Builds ``sample(params, state, key) -> ProtonDraw``: the chain for the joint distribution
+    p(S) p(n|S) |psi_{n,S}(x)|^2 of protons, occupations and electrons (params: {"protons",
+    "van", "flow"}).
+
+    "joint" (exact): fresh S' ~ p(S) (an exact forward sample of the proton flow) and
+    n' ~ p(n|S') form an independence proposal for (S, n), accepted with
+    min(1, |psi_{n',S'}(x)|^2 / |psi_{n,S}(x)|^2): the p(S) p(n|S) factors of target and proposal
+    cancel, and every psi_{n,S} is normalized (U(S) is unitary), so the chain leaves the joint
+    distribution invariant for any number of x moves; then ``mc_steps`` Metropolis moves of x at
+    the kept (S, n). "redraw" (biased unless the x moves re-equilibrate, kept to measure that):
+    (S', n') always taken, x moved from where it was.
+
+    Args:
+      proton_sample: (proton_params, key) -> (s (Np, dim), ln p(s)).
+      van_sample: (van_params, key, s) -> (n (D,), ln p(n|s)).
+      van_log_prob: (van_params, n, s) -> ln p(n|s).
+      log_abs_fn: (flow_params, x, (n, s)) -> ln|psi_{n,s}(x)|.
+      metropolis: ``make_metropolis(log_abs_fn, ...)`` (its "n" argument is the pair (n, s)).
+    """
+    if mode not in SAMPLING_MODES:
+        raise ValueError(f"unknown sampling mode {mode!r}; choose from {SAMPLING_MODES}")
+    draw_s = jax.vmap(proton_sample, (None, 0))
+    draw_n = jax.vmap(van_sample, (None, 0, 0))
+    log_prob = jax.vmap(van_log_prob, (None, 0, 0))
+    log_abs = jax.vmap(log_abs_fn, (None, 0, 0))
+
+    def sample(params, state: SamplerState, key) -> ProtonDraw:
+        k_s, k_van, k_acc, k_mc = jax.random.split(key, 4)
+        batch = state.x.shape[0]
+        s_new, _ = draw_s(params["protons"], jax.random.split(k_s, batch))
+        n_new, logp_new = draw_n(params["van"], jax.random.split(k_van, batch), s_new)
+        if mode == "redraw":
+            s, n, logp, la = s_new, n_new, logp_new, None
+            accept = jnp.ones((batch,), bool)
+        else:
+            la_new = log_abs(params["flow"], state.x, (n_new, s_new))
+            la_old = log_abs(params["flow"], state.x, (state.n, state.s))
+            log_u = jnp.log(jax.random.uniform(k_acc, (batch,), state.x.dtype))
+            accept = log_u < 2.0 * (la_new - la_old)
+            s = jnp.where(accept[:, None, None], s_new, state.s)
+            n = jnp.where(accept[:, None], n_new, state.n)
+            logp = jnp.where(accept, logp_new, log_prob(params["van"], n, s))
+            la = jnp.where(accept, la_new, la_old)
+        x, acceptance = metropolis(params["flow"], state, (n, s), k_mc, la)
+        return ProtonDraw(s=s, n=n, logp_n=logp, x=x, acceptance=acceptance,
+                          n_acceptance=accept.astype(state.x.dtype))
 
     return sample
 

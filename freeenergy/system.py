@@ -1,7 +1,8 @@
 """The physical system a config describes: box, temperature, plane-wave basis, Ewald sum.
 
-Two systems: ``System``, the uniform electron gas (``--system ueg``), and ``OcpSystem``, the
-classical one-component plasma (``--system ocp``). Both expose ``n_particles``, ``length``,
+Three systems: ``System``, the uniform electron gas (``--system ueg``), ``OcpSystem``, the
+classical one-component plasma (``--system ocp``), and ``HydrogenSystem`` (``--system hydrogen``:
+N classical protons and N quantum electrons). All expose ``n_particles``, ``length``,
 ``volume``, ``temperature``, ``ewald``, ``ideal_gas()`` (per particle), ``derived()`` (the
 config.json block) and ``describe()`` (one line for the run's header).
 
@@ -20,7 +21,7 @@ import numpy as np
 from freeenergy.config import Config, ConfigError
 from freeenergy.physics import box, ideal, ocp, planewaves
 from freeenergy.physics.occupations import OccupationSpace
-from freeenergy.physics.units import KB_HA_PER_K
+from freeenergy.physics.units import KB_HA_PER_K, mass_density_g_cm3
 from freeenergy.physics.ewald import Ewald, make_ewald
 
 
@@ -157,10 +158,90 @@ def make_ocp_system(cfg: Config) -> OcpSystem:
                      gamma=gamma, ewald=make_ewald(cfg.dim, length, cfg.ewald_accuracy))
 
 
+@dataclasses.dataclass(frozen=True)
+class HydrogenSystem(_Box):
+    """Resolved dense hydrogen: N protons (classical, mass m_p, charge +1) and N electrons
+    (paramagnetic, N/2 per spin) in a periodic cube at Wigner-Seitz radius rs.
+
+    Attributes:
+      electrons: the electron-gas ``System`` of the same N, rs and temperature (plane-wave basis,
+        occupation space, Fermi energy, Ewald sum); its ``theta`` is k_B T / E_F.
+      temperature: k_B T (Ha).
+    """
+
+    cfg: Config
+    electrons: System
+    temperature: float
+
+    @property
+    def length(self) -> float:
+        return self.electrons.length
+
+    @property
+    def ewald(self) -> Ewald:
+        return self.electrons.ewald
+
+    @property
+    def n_particles(self) -> int:
+        """Atoms (= protons = electrons): quantities are reported per atom."""
+        return int(self.cfg.n)
+
+    @property
+    def theta(self) -> float:
+        return self.temperature / self.electrons.fermi_energy
+
+    def ideal_constant(self) -> float:
+        """The protons' k_B T ln N! + 3 N k_B T ln Lambda_p (Ha, total; ln N! once)."""
+        return ocp.ideal_constant(self.n_particles, 3, self.temperature)
+
+    def ideal_gas(self) -> dict:
+        """All charges off, per atom: classical ideal protons plus the exact canonical ideal
+        Fermi gas of the electrons in this basis (F, E in Ha, S in k_B), and each part."""
+        protons = ocp.ideal_gas(self.n_particles, 3, self.volume, self.temperature)
+        electrons = self.electrons.ideal_gas()  # per electron = per atom
+        out = {k: protons[k] + electrons[k] for k in ("F", "E", "S")}
+        out.update({f"{k}_protons": protons[k] for k in ("F", "E", "S")})
+        out.update({f"{k}_electrons": electrons[k] for k in ("F", "E", "S")})
+        return out
+
+    def derived(self) -> dict:
+        el = self.electrons
+        return {"box_length_bohr": self.length, "temperature_ha": self.temperature,
+                "temperature_K": self.temperature / KB_HA_PER_K, "theta": self.theta,
+                "fermi_energy_ha": el.fermi_energy, "cutoff_ha": float(el.basis.cutoff),
+                "n_states": int(el.basis.n_states), "n_per_species": list(el.n_per_species),
+                "thermal_wavelength_bohr": ocp.thermal_wavelength(self.temperature),
+                "density_g_cm3": mass_density_g_cm3(self.cfg.rs),
+                "volume_bohr^dim": self.volume, "ewald_alpha": float(self.ewald.alpha),
+                "ideal_gas": self.ideal_gas()}
+
+    def describe(self) -> str:
+        cfg, el = self.cfg, self.electrons
+        return (f"hydrogen n={cfg.n} rs={cfg.rs} ({mass_density_g_cm3(cfg.rs):.4g} g/cm^3) "
+                f"T={self.temperature / KB_HA_PER_K:.6g} K (theta={self.theta:.4g}, "
+                f"k_B T={self.temperature:.5g} Ha) coupling={cfg.coupling} | L={self.length:.5g} "
+                f"bohr, cutoff={float(el.basis.cutoff):.5g} Ha, {el.basis.n_states} states/spin")
+
+
+def make_hydrogen_system(cfg: Config) -> HydrogenSystem:
+    """The electrons get the electron gas's basis and checks at theta = k_B T / E_F."""
+    temperature = float(cfg.temperature_K) * KB_HA_PER_K
+    theta = temperature / box.fermi_energy(cfg.rs, 3, True)
+    electrons = _make_electron_gas(dataclasses.replace(cfg, theta=theta))
+    return HydrogenSystem(cfg=cfg, electrons=electrons, temperature=temperature)
+
+
 def make_system(cfg: Config):
-    """Builds the System (ueg) or OcpSystem (ocp) for a validated config (see module docstring)."""
+    """Builds the System (ueg), OcpSystem (ocp) or HydrogenSystem (hydrogen) for a validated
+    config (see module docstring)."""
     if cfg.system == "ocp":
         return make_ocp_system(cfg)
+    if cfg.system == "hydrogen":
+        return make_hydrogen_system(cfg)
+    return _make_electron_gas(cfg)
+
+
+def _make_electron_gas(cfg: Config) -> System:
     length = box.box_length(cfg.n, cfg.rs, cfg.dim)
     e_fermi = box.fermi_energy(cfg.rs, cfg.dim, cfg.paramagnetic)
     temperature = cfg.theta * e_fermi

@@ -17,8 +17,9 @@ VAN *is* the canonical ideal gas. Positions where the constraint leaves no choic
 ``r`` equal to the number of remaining levels) are forced, which makes every sample hold exactly
 the right particle numbers and the distribution exactly normalized.
 
-``context`` (shape (c,), optional) is an extra conditioning input (e.g. proton features later);
-it enters the first hidden layer unmasked.
+``context`` (shape (c,), optional) is an extra conditioning input (hydrogen: features of the
+proton configuration, ``models.proton_features``); it enters the first hidden layer unmasked and,
+through a zero-initialized linear map, every output logit (so the first position sees it too).
 """
 
 from __future__ import annotations
@@ -143,6 +144,8 @@ class VANCorrection(hk.Module):
             h = jnp.tanh(h)
         out = MaskedLinear(masks[-1], w_init=jnp.zeros, name="out")(h)
         out = out + MaskedLinear(direct, w_init=jnp.zeros, name="direct")(x)
+        if context is not None:
+            out = out + hk.Linear(self.size, w_init=jnp.zeros, name="context_out")(context)
         return out
 
 
@@ -226,9 +229,10 @@ def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp
         b_dir = params["van/direct"]["b"]
         x0 = -jnp.ones((size,), dtype)  # inputs 2n-1 with every n = 0
         pre0 = x0 @ w[0] + b[0]
+        dir0 = x0 @ w_dir + b_dir
         if context is not None:
             pre0 = pre0 + context @ params["van/context"]["w"]
-        dir0 = x0 @ w_dir + b_dir
+            dir0 = dir0 + context @ params["van/context_out"]["w"] + params["van/context_out"]["b"]
         keys = jax.random.split(key, size)
 
         def body(carry, i):

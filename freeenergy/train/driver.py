@@ -68,11 +68,12 @@ def make_to_local(lay: devices.Layout, batch: int) -> Callable:
 
     def to_local(state):
         rows = lay.rank_rows(batch)
-        x = np.asarray(state.sampler.x)[rows]
-        n = np.asarray(state.sampler.n)[rows]
-        state = devices.place_replicated(state._replace(sampler=state.sampler._replace(x=None, n=None)))
-        return state._replace(sampler=state.sampler._replace(x=devices.place_walkers(x),
-                                                             n=devices.place_walkers(n)))
+        walkers = {k: np.asarray(getattr(state.sampler, k))[rows]
+                   for k in ("x", "n", "s") if getattr(state.sampler, k) is not None}
+        state = devices.place_replicated(state._replace(
+            sampler=state.sampler._replace(**{k: None for k in walkers})))
+        return state._replace(sampler=state.sampler._replace(
+            **{k: devices.place_walkers(v) for k, v in walkers.items()}))
 
     return to_local
 
@@ -88,6 +89,9 @@ def build(cfg: Config, layout: Optional[devices.Layout] = None) -> Built:
     if cfg.system == "ocp":
         from freeenergy.train.build_ocp import build_ocp
         return build_ocp(cfg, lay)
+    if cfg.system == "hydrogen":
+        from freeenergy.train.build_hydrogen import build_hydrogen
+        return build_hydrogen(cfg, lay)
     system = make_system(cfg)
     dim, n_el, length = cfg.dim, system.n_electrons, system.length
     van_hidden = tuple(cfg.van_hidden) if cfg.van_hidden else default_hidden(system.space.size)
@@ -260,8 +264,8 @@ def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int, log, meta: d
     """Collective: gathers every rank's walkers; rank 0 fsyncs log.csv and writes one atomic
     checkpoint (refusing non-finite parameters). Raises RunFault on every rank if the write
     failed (the partial file is removed, older checkpoints stay)."""
-    x_all = devices.gather_rows(devices.fetch_walkers(state.sampler.x))
-    n_all = devices.gather_rows(devices.fetch_walkers(state.sampler.n))
+    walkers = {k: devices.gather_rows(devices.fetch_walkers(getattr(state.sampler, k)))
+               for k in ("x", "n", "s") if getattr(state.sampler, k) is not None}
 
     def write():
         params = [np.asarray(p) for p in jax.tree.leaves(state.params)]
@@ -272,7 +276,7 @@ def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int, log, meta: d
         lay = built.layout
         try:
             checkpoint.save(ckpt_dir,
-                            state._replace(sampler=state.sampler._replace(x=x_all, n=n_all)), step,
+                            state._replace(sampler=state.sampler._replace(**walkers)), step,
                             meta={"n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local, **meta})
         except OSError as exc:  # name the file (numpy's writer leaves filename unset)
             raise OSError(exc.errno, exc.strerror or str(exc),

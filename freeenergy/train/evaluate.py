@@ -33,11 +33,14 @@ from freeenergy.config import SEED_MAX, Config, ConfigError, validate
 from freeenergy.estimators import blocking
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, KB_HA_PER_K
 from freeenergy.train import checkpoint, rundir
-from freeenergy.train.summary import finite_or_none
+from freeenergy.train.summary import finite_or_none, particle_name
 
 DEFAULT_BURN_IN = 20
 EXIT_INTERRUPTED = 75
 PER_PARTICLE = ("F", "E", "K", "V", "S")
+# hydrogen: the electrons' and protons' parts (see train.build_hydrogen), per atom
+HYDROGEN_PARTS = ("F_electrons", "E_electrons", "S_electrons", "K_electrons", "F_protons",
+                  "S_protons", "V_pp")
 EVAL_SEED_SALT = 0x6576616C  # "eval": the evaluation's random stream differs from training's
 
 
@@ -66,6 +69,10 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
         result.update(theta=cfg.theta, paramagnetic=cfg.paramagnetic, twist=cfg.twist,
                       n_states=int(s.basis.n_states), sampling=cfg.sampling,
                       mc_steps=cfg.mc_steps)
+    elif cfg.system == "hydrogen":
+        result.update(theta=s.theta, paramagnetic=True, twist=cfg.twist,
+                      n_states=int(s.electrons.basis.n_states), sampling=cfg.sampling,
+                      mc_steps=cfg.mc_steps, density_g_cm3=s.derived()["density_g_cm3"])
     else:
         result.update(gamma=s.gamma, sampling="exact (proton flow)")
     for q in PER_PARTICLE:
@@ -82,7 +89,7 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
     result["ideal_gas"] = s.ideal_gas()
     result["wall_time_s"] = wall_s
     result["code_version"] = version.code_version()
-    per = "electron" if cfg.system == "ueg" else "proton"
+    per = particle_name(cfg.system)
     result["units"] = {
         "F": f"hartree per {per}", "E": f"hartree per {per}", "K": f"hartree per {per}",
         "V": f"hartree per {per}", "S": f"k_B per {per}",
@@ -92,6 +99,13 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
     }
     if cfg.system == "ueg":
         result["units"].update(theta="k_B T / E_F", twist="2 pi / L")
+    elif cfg.system == "hydrogen":
+        for q in HYDROGEN_PARTS:
+            result[q] = _series_stats(series[q] / n_el, cfg.batch)
+            result["units"][q] = ("k_B" if q.startswith("S") else "hartree") + f" per {per}"
+        result["E_protons"] = {"mean": float(series["E_protons"][0]) / n_el, "err": 0.0}
+        result["units"].update(E_protons=f"hartree per {per}", theta="k_B T / E_F",
+                               twist="2 pi / L", density_g_cm3="g/cm^3")
     else:
         result.update(_ocp_extras(result, series, built))
         result["units"].update(gamma="e^2 / (rs k_B T)", F_ex=f"hartree per {per}",
@@ -124,7 +138,7 @@ def _ocp_extras(result: dict, series: dict, built) -> dict:
 
 
 def format_eval(r: dict) -> str:
-    per = "electron" if r["system"] == "ueg" else "proton"
+    per = particle_name(r["system"])
     lines = [f"eval of checkpoint step {r['checkpoint_step']}: {r['steps']} steps x {r['batch']} "
              f"samples ({r['burn_in']} burn-in), frozen parameters, {r['sampling']} sampling"]
     for q in PER_PARTICLE + ("P",):
@@ -138,8 +152,14 @@ def format_eval(r: dict) -> str:
         lines.append(f"  {q} = {v['mean']:.7f} +- {err} {unit}  (tau {tau} steps)")
     if "P_GPa" in r and r["P_GPa"]["mean"] is not None:
         lines.append(f"  P = {r['P_GPa']['mean']:.4g} +- {r['P_GPa']['err']:.2g} GPa")
-    if r["system"] == "ueg":
-        lines.append(f"  acceptance x {r['acceptance']:.2f}, n {r['n_acceptance']:.2f}; "
+    if r["system"] == "hydrogen":
+        parts = ", ".join(f"{q} = {r[q]['mean']:.6f}" for q in HYDROGEN_PARTS
+                          if r[q]["mean"] is not None)
+        lines.append(f"  T = {r['temperature_K']:.6g} K (theta = {r['theta']:.4g}), "
+                     f"{r['density_g_cm3']:.4g} g/cm^3; parts per {per}: {parts}")
+    if r["system"] in ("ueg", "hydrogen"):
+        what = "(S, n)" if r["system"] == "hydrogen" else "n"
+        lines.append(f"  acceptance x {r['acceptance']:.2f}, {what} {r['n_acceptance']:.2f}; "
                      f"folded walkers {r['folded']:.2%}")
     else:
         def pm(d):
@@ -237,8 +257,9 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
         raise ConfigError(str(exc)) from None
     if train_built is not None:  # other batch: the checkpoint's walkers, repeated or cut
         rows = np.resize(np.arange(train_cfg.batch), cfg.batch)
-        sampler = state.sampler._replace(x=np.asarray(state.sampler.x)[rows],
-                                         n=np.asarray(state.sampler.n)[rows])
+        sampler = state.sampler._replace(**{
+            k: np.asarray(getattr(state.sampler, k))[rows]
+            for k in ("x", "n", "s") if getattr(state.sampler, k) is not None})
         state = state._replace(sampler=sampler)
     state = built.to_local(state)
     return evaluate_state(built, state, ckpt_step, steps, burn_in,

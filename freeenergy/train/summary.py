@@ -74,6 +74,10 @@ def compute_summary(run_dir: str) -> dict:
         result.update(theta=cfg["theta"], paramagnetic=cfg["paramagnetic"], twist=cfg["twist"],
                       cutoff=derived["cutoff_ha"], n_states=derived["n_states"],
                       backflow=cfg["backflow"], fermi_energy=derived["fermi_energy_ha"])
+    elif cfg["system"] == "hydrogen":
+        result.update(theta=derived["theta"], temperature_K=derived["temperature_K"],
+                      cutoff=derived["cutoff_ha"], n_states=derived["n_states"],
+                      density_g_cm3=derived["density_g_cm3"])
     else:
         result.update(gamma=derived["gamma"], temperature_K=derived["temperature_K"])
     for q in QUANTITIES:
@@ -85,7 +89,7 @@ def compute_summary(run_dir: str) -> dict:
                            "err": result["P"]["err"] * HA_PER_BOHR3_IN_GPA}
     if "ideal_gas" in derived:
         result["ideal_gas"] = derived["ideal_gas"]
-    per = "electron" if ueg else "proton"
+    per = particle_name(cfg["system"])
     result["units"] = {
         "F": f"hartree per {per}", "E": f"hartree per {per}", "K": f"hartree per {per}",
         "V": f"hartree per {per}", "S": f"k_B per {per}",
@@ -95,9 +99,18 @@ def compute_summary(run_dir: str) -> dict:
     if ueg:
         result["units"].update(cutoff="hartree", fermi_energy="hartree", theta="k_B T / E_F",
                                twist="2 pi / L")
+    elif cfg["system"] == "hydrogen":
+        result["units"].update(cutoff="hartree", theta="k_B T / E_F", temperature_K="kelvin",
+                               density_g_cm3="g/cm^3")
     else:
         result["units"].update(gamma="e^2 / (rs k_B T)", temperature_K="kelvin")
     return finite_or_none(result)
+
+
+def particle_name(system: str) -> str:
+    """What the outputs' quantities are per: an electron (ueg), a proton (ocp), an atom
+    (hydrogen)."""
+    return {"ueg": "electron", "ocp": "proton", "hydrogen": "atom"}[system]
 
 
 def write_summary(run_dir: str) -> dict:
@@ -117,9 +130,10 @@ def _fmt(value, spec: str) -> str:
 
 
 def format_summary(result: dict) -> str:
-    temp = (f"theta={result['theta']}" if result["system"] == "ueg"
-            else f"Gamma={result['gamma']:.6g}")
-    per = "electron" if result["system"] == "ueg" else "proton"
+    temp = (f"theta={result['theta']}" if result["system"] == "ueg" else
+            f"T={result['temperature_K']:.6g} K theta={result['theta']:.4g}"
+            if result["system"] == "hydrogen" else f"Gamma={result['gamma']:.6g}")
+    per = particle_name(result["system"])
     lines = [f"{result['system']} dim={result['dim']} n={result['n']} rs={result['rs']} "
              f"{temp} coupling={result['coupling']}: {result['steps']} steps, "
              f"last {result['averaged_steps']} averaged (per {per}, training averages)"]
@@ -130,7 +144,8 @@ def format_summary(result: dict) -> str:
                      if m is not None and math.isfinite(m) else f"  {q} = n/a")
     if "ideal_gas" in result:
         ig = result["ideal_gas"]
-        what = "same basis" if result["system"] == "ueg" else "classical, same N and box"
+        what = {"ueg": "same basis", "ocp": "classical, same N and box",
+                "hydrogen": "classical protons + electrons in the same basis"}[result["system"]]
         lines.append(f"  exact ideal gas ({what}): F = {_fmt(ig.get('F'), '.7f')} Ha, "
                      f"E = {_fmt(ig.get('E'), '.7f')} Ha, S = {_fmt(ig.get('S'), '.5f')} k_B")
     return "\n".join(lines)

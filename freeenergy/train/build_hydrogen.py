@@ -1,0 +1,278 @@
+"""Dense hydrogen (``--system hydrogen``): the proton flow, the VAN and the √flow on one bound.
+
+N classical protons S (N, 3) and N electrons x (N, 3) (paramagnetic: N/2 per spin, spin-major)
+in a cube of side L. The trial density matrix is sum_{S,n} p(S) p(n|S) U_S|Phi_n><Phi_n|U_S^+, so
+
+    F <= E_{S~p} E_{n~p(n|S)} E_{x~|psi_{n,S}|^2} [k_B T (ln p(S) + ln p(n|S)) + E_loc(x; n, S)]
+         + k_B T ln N! + 3 N k_B T ln Lambda_p                                   (Ha, total)
+
+with ln N! counted once, E_loc = -1/2 sum_i lap_i psi/psi + V(x, S) and V the Ewald energy of
+all 2N charges (electron-electron, electron-proton and proton-proton; neutral, so no background
+term), times ``coupling``. The models, per configuration:
+
+* p(S): the proton flow of ``models.proton_flow`` (unchanged from the OCP);
+* p(n|S): the VAN over the plane-wave occupations, conditioned on the structure factors of S
+  (``models.proton_features``: permutation- and translation-invariant, periodic);
+* psi_{n,S}(x) = Phi_n(z) |det dz/dx|^(1/2) with the backflow z(x; S) of ``models.backflow``:
+  spin-aware electron-electron pairs plus an electron-proton term, exact analytic Laplacian.
+
+Per step, on each shard's walkers: one step of the exact joint chain for (S, n, x)
+(``samplers.make_hydrogen_sampler``); ln p(S) and its score through the flow's inverse (exact
+implicit derivatives); ln p(n|S) and its score; E_loc; d ln psi. Then one gather of every walker's
+row, and the same estimates and update on every shard:
+
+    f_s = k_B T (ln p(S_s) + ln p(n_s|S_s)) + E_loc,s
+    g_protons = mean[(f_s - mean f) d ln p(S_s)],  g_van = mean[(f_s - mean f) d ln p(n_s|S_s)]
+    g_flow = 2 Re mean[(E_loc - b(n_s))^* d ln psi]          (VMC, as for the electron gas)
+
+(score functions with the batch-mean baseline; E_loc clipped in the gradients only, as for the
+electron gas), preconditioned by SR per group (protons: the classical Fisher of p(S)) or Adam.
+
+Reported totals (per atom in the outputs): F, E = E[E_loc] + 3/2 N k_B T, K = E[K_e] + 3/2 N k_B T,
+V, S = (E - F)/k_B T, P = (2K + V)/(3 Omega) (virial; includes the protons' N k_B T/Omega), and
+the parts: electrons E_e = E[E_loc], S_e = -E[ln p(n|S)], F_e = E_e - k_B T S_e; protons
+E_p = 3/2 N k_B T, F_p = F - F_e, S_p = S - S_e; V_pp, the protons' own Ewald energy in a
+neutralizing background (the OCP energy of the same S).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from freeenergy import devices
+from freeenergy.config import Config
+from freeenergy.hamiltonian import make_local_energy
+from freeenergy.models.proton_features import feature_vectors, structure_features
+from freeenergy.models.proton_flow import make_proton_flow
+from freeenergy.models.van import default_hidden, make_van
+from freeenergy.models.wavefunction import make_wavefunction
+from freeenergy.optim import make_optimizer
+from freeenergy.samplers import (SamplerState, initial_positions, make_hydrogen_sampler,
+                                 make_metropolis, make_width_adaptation)
+from freeenergy.system import make_system
+from freeenergy.train.step import TrainState, _per_sample_flat, _shard_key, clip_to_mad, pack_rows
+
+GROUPS = ("protons", "van", "flow")
+
+
+def make_hydrogen_potential(ewald, n: int):
+    """(potential(x, s), proton_energy(s)): the Ewald energy (Ha) of N electrons x (N, 3) and N
+    protons s (N, 3) together (neutral), and of the protons alone in a neutralizing background."""
+    charges = jnp.concatenate([-jnp.ones(n), jnp.ones(n)])
+
+    def potential(x, s):
+        return ewald.energy(jnp.concatenate([x, s]), charges.astype(x.dtype))
+
+    def proton_energy(s):
+        return ewald.energy_same_charge(s, 1.0)
+
+    return potential, proton_energy
+
+
+def make_hydrogen_observables(n: int, temperature: float, volume: float, constant: float):
+    """observables(t) -> whole-batch stats (totals; module docstring) from per-walker terms t:
+    logp_s, logp_n, e_re, kinetic, potential, v_pp, acceptance, n_acceptance, det_sign (B,)."""
+    proton_kinetic = 1.5 * n * temperature
+
+    def observables(t):
+        kt = temperature
+        f = kt * (t["logp_s"] + t["logp_n"]) + t["e_re"] + constant
+        e = t["e_re"] + proton_kinetic
+        k = t["kinetic"] + proton_kinetic
+        p = (2.0 * k + t["potential"]) / (3.0 * volume)
+        s = (e - f) / kt
+        s_e = -t["logp_n"]
+        f_e = t["e_re"] - kt * s_e
+        stats = {}
+        for name, v in (("F", f), ("E", e), ("K", k), ("V", t["potential"]), ("P", p), ("S", s),
+                        ("F_electrons", f_e), ("E_electrons", t["e_re"]), ("S_electrons", s_e),
+                        ("F_protons", f - f_e), ("S_protons", s - s_e), ("V_pp", t["v_pp"]),
+                        ("K_electrons", t["kinetic"])):
+            stats[name] = jnp.mean(v)
+            stats[name + "_var"] = jnp.var(v)
+        one = jnp.ones((), f.dtype)
+        stats.update(E_protons=proton_kinetic * one, acceptance=jnp.mean(t["acceptance"]),
+                     n_acceptance=jnp.mean(t["n_acceptance"]),
+                     folded=jnp.mean((t["det_sign"] <= 0).astype(f.dtype)))
+        return stats
+
+    return observables
+
+
+def build_hydrogen(cfg: Config, lay: devices.Layout):
+    """The ``driver.Built`` of a hydrogen run (same interface as the electron gas's)."""
+    from freeenergy.train.driver import Built, make_to_local
+    system = make_system(cfg)
+    el = system.electrons
+    n, length, kt = cfg.n, system.length, system.temperature
+    flow = make_proton_flow(n, 3, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
+                            cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
+                            splines=cfg.proton_flow_splines,
+                            pair_expanding=cfg.proton_flow_expanding)
+    gvecs = feature_vectors(length)
+    features = lambda s: structure_features(s, gvecs)
+    van_hidden = tuple(cfg.van_hidden) if cfg.van_hidden else default_hidden(el.space.size)
+    van = make_van(el.space, van_hidden)
+    wf = make_wavefunction(el.space, el.basis.kvecs, length, cfg.backflow, cfg.backflow_hidden,
+                           batch_safe_linalg=cfg.laplacian != "folx", spin_pairs=True)
+    potential, proton_energy = make_hydrogen_potential(system.ewald, n)
+    e_loc = make_local_energy(wf.log_psi, potential, cfg.coupling, cfg.laplacian, wf.derivatives)
+    coupling = float(cfg.coupling)
+
+    van_sample = lambda p, key, s: van.sample(p, key, features(s))
+    van_log_prob = lambda p, n_, s: van.log_prob(p, n_, features(s))
+    log_abs = lambda p, x, ns: wf.log_psi(p, x, ns[0], ns[1])[0]
+    metropolis = make_metropolis(log_abs, length, cfg.mc_steps)
+    sample = make_hydrogen_sampler(flow.sample, van_sample, van_log_prob, log_abs, metropolis,
+                                   cfg.sampling)
+    adapt = make_width_adaptation(length, cfg.mc_target_acceptance)
+    optimizer = make_optimizer(
+        cfg.optimizer, cfg.per_group(cfg.lr, cfg.lr_van, cfg.lr_flow, cfg.lr_protons),
+        cfg.sr_damping, cfg.per_group(cfg.sr_max_norm, cfg.sr_max_norm_van,
+                                      cfg.sr_max_norm_flow, cfg.sr_max_norm_protons),
+        cfg.lr_decay_steps or None, cfg.sr_solver, cfg.sr_cg_iters, cfg.sr_cg_tol)
+    observables = make_hydrogen_observables(n, kt, system.volume, system.ideal_constant())
+    level_energies = jnp.asarray(np.tile(el.basis.energies, len(el.n_per_species)))
+    collectives = devices.Collectives(lay)
+    chunk = cfg.eloc_chunk
+
+    def local_energy(p, x, occ, s):
+        return jax.lax.map(lambda t: e_loc(p, *t), (x, occ, s),
+                           batch_size=min(chunk, x.shape[0]))
+
+    def scores(params, draw):
+        """ln p(S) (b,) and the score rows (b, P_group) of the three groups."""
+        logp_s, g_s = jax.vmap(jax.value_and_grad(flow.log_prob), (None, 0))(
+            params["protons"], draw.s)
+        g_van = jax.vmap(jax.grad(van_log_prob), (None, 0, 0))(params["van"], draw.n, draw.s)
+        b = draw.x.shape[0]
+        rows = {"protons": _per_sample_flat(g_s, b), "van": _per_sample_flat(g_van, b)}
+        if cfg.backflow:
+            jac = jax.vmap(jax.jacrev(lambda q, x, occ, s: jnp.stack(wf.log_psi(q, x, occ, s))),
+                           (None, 0, 0, 0))(params["flow"], draw.x, draw.n, draw.s)
+            rows["re"] = _per_sample_flat(jax.tree.map(lambda a: a[:, 0], jac), b)
+            rows["im"] = _per_sample_flat(jax.tree.map(lambda a: a[:, 1], jac), b)
+        else:
+            rows["re"] = rows["im"] = jnp.zeros((b, 0), draw.x.dtype)
+        return logp_s, rows
+
+    def walker_terms(params, draw, logp_s):
+        eloc, parts = local_energy(params["flow"], draw.x, draw.n, draw.s)
+        return {"logp_s": logp_s, "logp_n": draw.logp_n, "e_re": jnp.real(eloc),
+                "e_im": jnp.imag(eloc), "e_bare": draw.n.astype(eloc.real.dtype) @ level_energies,
+                "kinetic": parts["kinetic"], "potential": parts["potential"],
+                "v_pp": coupling * jax.vmap(proton_energy)(draw.s),
+                "acceptance": draw.acceptance, "n_acceptance": draw.n_acceptance,
+                "det_sign": jax.vmap(wf.det_sign, (None, 0, 0))(params["flow"], draw.x, draw.s)}
+
+    def gradients(params, t):
+        """The three groups' gradients and SR score rows from the whole batch's terms t."""
+        batch = t["logp_s"].shape[0]
+        resid = t["e_re"] - t["e_bare"]
+        if cfg.clip_eloc > 0:
+            resid = clip_to_mad(resid, cfg.clip_eloc)
+        f = kt * (t["logp_s"] + t["logp_n"]) + t["e_bare"] + resid
+        c = (f - jnp.mean(f)) / batch
+        c_re = 2.0 * (resid - jnp.mean(resid)) / batch
+        c_im = 2.0 * (t["e_im"] - jnp.mean(t["e_im"])) / batch
+        flat = {"protons": c @ t["o_protons"], "van": c @ t["o_van"],
+                "flow": c_re @ t["o_re"] + c_im @ t["o_im"]}
+        norm = jnp.sqrt(jnp.asarray(batch, f.dtype))
+        center = lambda o: o - jnp.mean(o, axis=0)
+        rows = {"protons": center(t["o_protons"]) / norm, "van": center(t["o_van"]) / norm,
+                "flow": jnp.concatenate([center(t["o_re"]), center(t["o_im"])]) / norm}
+        grads = {g: ravel_pytree(params[g])[1](flat[g]) for g in GROUPS}
+        return grads, rows
+
+    def train_step(state: TrainState, key, update_scale):
+        params = state.params
+        draw = sample(params, state.sampler, _shard_key(key, collectives))
+        logp_s, o = scores(params, draw)
+        terms = walker_terms(params, draw, logp_s)
+        terms.update(o_protons=o["protons"], o_van=o["van"], o_re=o["re"], o_im=o["im"])
+        packed, unpack = pack_rows(terms)
+        full = unpack(collectives.gather(packed))
+        stats = observables(full)
+        grads, rows = gradients(params, full)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params, scores=rows)
+        updates = jax.tree.map(lambda u: update_scale * u, updates)
+        new_params = optax.apply_updates(params, updates)
+        width = adapt(state.sampler.width, stats["acceptance"])
+        stats["width"] = width
+        stats["update_norm"] = jnp.sqrt(sum(jnp.sum(u ** 2) for u in jax.tree.leaves(updates)))
+        stats["params_finite"] = jnp.all(jnp.stack(
+            [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)])).astype(width.dtype)
+        sampler = SamplerState(x=draw.x, n=draw.n, width=width, s=draw.s)
+        return TrainState(new_params, opt_state, sampler, state.step + 1), stats
+
+    def make_eval(adapt_width: bool):
+        def eval_step(params, sampler: SamplerState, key):
+            draw = sample(params, sampler, _shard_key(key, collectives))
+            logp_s = jax.vmap(flow.log_prob, (None, 0))(params["protons"], draw.s)
+            packed, unpack = pack_rows(walker_terms(params, draw, logp_s))
+            stats = observables(unpack(collectives.gather(packed)))
+            width = adapt(sampler.width, stats["acceptance"]) if adapt_width else sampler.width
+            stats["width"] = width
+            return SamplerState(x=draw.x, n=draw.n, width=width, s=draw.s), stats
+        return eval_step
+
+    W, R = devices.walker_spec(), devices.replicated()
+    sampler_spec = SamplerState(x=W, n=W, width=R, s=W)
+    state_spec = TrainState(params=R, opt_state=R, sampler=sampler_spec, step=R)
+    step = devices.shard_step(train_step, (state_spec, R, R), (state_spec, R))
+    eval_steps = {a: devices.shard_step(make_eval(a), (R, sampler_spec, R), (sampler_spec, R))
+                  for a in (False, True)}
+    width0 = cfg.mc_width if cfg.mc_width > 0 else 0.3 * cfg.rs
+    per_shard = lay.per_shard(cfg.batch)
+
+    def thermalize_shard(params, sampler, key):
+        """Protons from the flow, n from p(n|S), then ``mc_thermalize`` moves of x."""
+        key = _shard_key(key, collectives)
+        k_s, k_n, k_mc = jax.random.split(key, 3)
+        s, _ = jax.vmap(flow.sample, (None, 0))(params["protons"],
+                                                 jax.random.split(k_s, per_shard))
+        occ, _ = jax.vmap(van_sample, (None, 0, 0))(params["van"],
+                                                     jax.random.split(k_n, per_shard), s)
+        sampler = sampler._replace(n=occ, s=s)
+        if cfg.mc_thermalize == 0:
+            return sampler
+        x, acceptance = make_metropolis(log_abs, length, cfg.mc_thermalize)(
+            params["flow"], sampler, (occ, s), k_mc)
+        mean_acc = collectives.sum(jnp.sum(acceptance)) / cfg.batch
+        return sampler._replace(x=x, width=adapt(sampler.width, mean_acc))
+
+    thermalize = devices.shard_step(thermalize_shard, (R, sampler_spec, R), sampler_spec)
+
+    def init_params(key):
+        k_p, k_van, k_flow = jax.random.split(key, 3)
+        zeros = jnp.zeros((n, 3))
+        return {"protons": flow.init(k_p), "van": van.init(k_van, jnp.zeros(len(gvecs))),
+                "flow": wf.init(k_flow, zeros, zeros)}
+
+    def global_state(key):
+        k_params, k_x, k_s = jax.random.split(key, 3)
+        params = init_params(k_params)
+        x = initial_positions(k_x, cfg.batch, n, 3, length)
+        s = initial_positions(k_s, cfg.batch, n, 3, length)   # replaced when thermalized
+        sampler = SamplerState(x=x, n=jnp.zeros((cfg.batch, el.space.size), jnp.int32),
+                               width=jnp.asarray(width0, x.dtype), s=s)
+        return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
+                          step=jnp.zeros((), jnp.int32))
+
+    to_local = make_to_local(lay, cfg.batch)
+
+    def init_state(key):
+        state = to_local(global_state(key))
+        k_th = jax.random.fold_in(key, 7)
+        return state._replace(sampler=thermalize(state.params, state.sampler, k_th))
+
+    probe = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+    n_params = {g: int(sum(np.prod(a.shape) for a in jax.tree.leaves(probe[g]))) for g in GROUPS}
+    return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
+                 init_state=init_state, to_local=to_local, step=step, n_params=n_params,
+                 parts=None, eval_step=eval_steps[False], burn_in_step=eval_steps[True],
+                 van_hidden=van_hidden)
