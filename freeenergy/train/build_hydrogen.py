@@ -103,6 +103,35 @@ def make_hydrogen_observables(n: int, temperature: float, volume: float, constan
     return observables
 
 
+def hydrogen_gradients(params: dict, t: dict, temperature: float, clip_eloc: float = 0.0):
+    """The three groups' gradients of the bound and their SR score rows (module docstring).
+
+    Args:
+      params: {"protons", "van", "flow"} parameter pytrees (only their structure is used).
+      t: whole-batch per-walker terms: logp_s, logp_n, e_re, e_im, e_bare (B,) and the score
+        rows o_protons (B, Pp), o_van (B, Pv), o_re, o_im (B, Pf).
+      temperature: k_B T (Ha); clip_eloc: E_loc clipping (mean absolute deviations; 0: off).
+    Returns (grads, rows): gradients as pytrees like ``params``; rows[g] (R_g, P_g) with
+    rows^T rows the group's Fisher matrix (centered scores / sqrt(B); flow: real and imaginary).
+    """
+    batch = t["logp_s"].shape[0]
+    resid = t["e_re"] - t["e_bare"]
+    if clip_eloc > 0:
+        resid = clip_to_mad(resid, clip_eloc)
+    f = temperature * (t["logp_s"] + t["logp_n"]) + t["e_bare"] + resid
+    c = (f - jnp.mean(f)) / batch
+    c_re = 2.0 * (resid - jnp.mean(resid)) / batch
+    c_im = 2.0 * (t["e_im"] - jnp.mean(t["e_im"])) / batch
+    flat = {"protons": c @ t["o_protons"], "van": c @ t["o_van"],
+            "flow": c_re @ t["o_re"] + c_im @ t["o_im"]}
+    norm = jnp.sqrt(jnp.asarray(batch, f.dtype))
+    center = lambda o: o - jnp.mean(o, axis=0)
+    rows = {"protons": center(t["o_protons"]) / norm, "van": center(t["o_van"]) / norm,
+            "flow": jnp.concatenate([center(t["o_re"]), center(t["o_im"])]) / norm}
+    grads = {g: ravel_pytree(params[g])[1](flat[g]) for g in GROUPS}
+    return grads, rows
+
+
 def build_hydrogen(cfg: Config, lay: devices.Layout):
     """The ``driver.Built`` of a hydrogen run (same interface as the electron gas's)."""
     from freeenergy.train.driver import Built, make_to_local
@@ -169,25 +198,6 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
                 "acceptance": draw.acceptance, "n_acceptance": draw.n_acceptance,
                 "det_sign": jax.vmap(wf.det_sign, (None, 0, 0))(params["flow"], draw.x, draw.s)}
 
-    def gradients(params, t):
-        """The three groups' gradients and SR score rows from the whole batch's terms t."""
-        batch = t["logp_s"].shape[0]
-        resid = t["e_re"] - t["e_bare"]
-        if cfg.clip_eloc > 0:
-            resid = clip_to_mad(resid, cfg.clip_eloc)
-        f = kt * (t["logp_s"] + t["logp_n"]) + t["e_bare"] + resid
-        c = (f - jnp.mean(f)) / batch
-        c_re = 2.0 * (resid - jnp.mean(resid)) / batch
-        c_im = 2.0 * (t["e_im"] - jnp.mean(t["e_im"])) / batch
-        flat = {"protons": c @ t["o_protons"], "van": c @ t["o_van"],
-                "flow": c_re @ t["o_re"] + c_im @ t["o_im"]}
-        norm = jnp.sqrt(jnp.asarray(batch, f.dtype))
-        center = lambda o: o - jnp.mean(o, axis=0)
-        rows = {"protons": center(t["o_protons"]) / norm, "van": center(t["o_van"]) / norm,
-                "flow": jnp.concatenate([center(t["o_re"]), center(t["o_im"])]) / norm}
-        grads = {g: ravel_pytree(params[g])[1](flat[g]) for g in GROUPS}
-        return grads, rows
-
     def train_step(state: TrainState, key, update_scale):
         params = state.params
         draw = sample(params, state.sampler, _shard_key(key, collectives))
@@ -197,7 +207,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
         packed, unpack = pack_rows(terms)
         full = unpack(collectives.gather(packed))
         stats = observables(full)
-        grads, rows = gradients(params, full)
+        grads, rows = hydrogen_gradients(params, full, kt, cfg.clip_eloc)
         updates, opt_state = optimizer.update(grads, state.opt_state, params, scores=rows)
         updates = jax.tree.map(lambda u: update_scale * u, updates)
         new_params = optax.apply_updates(params, updates)

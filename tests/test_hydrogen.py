@@ -1,0 +1,202 @@
+"""Dense hydrogen (``--system hydrogen``): configuration, the exact limits of the bound, the
+Coulomb energy of known crystals, and the gradient estimators against exact gradients."""
+
+import itertools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from freeenergy.config import ConfigError, from_dict, validate
+from freeenergy.models.proton_features import feature_vectors, structure_features
+from freeenergy.models.proton_flow import make_proton_flow
+from freeenergy.models.van import make_van
+from freeenergy.physics.ewald import make_ewald
+from freeenergy.system import make_system
+from freeenergy.train.build_hydrogen import (GROUPS, hydrogen_gradients,
+                                             make_hydrogen_potential)
+
+jax.config.update("jax_enable_x64", True)
+
+# Madelung energies in units of e^2/rs per proton, neutralizing background included (bcc:
+# e.g. Haensel, Potekhin & Yakovlev, Neutron Stars 1 (Springer 2007), Table 2.4), and the CsCl
+# Madelung constant referred to the nearest-neighbour distance (e.g. Kittel, Introduction to
+# Solid State Physics, 8th ed., Table 3.x; 1.762675).
+BCC_MADELUNG = -0.895929256
+CSCL_MADELUNG = 1.762675
+
+
+def _cfg(**kw):
+    values = {"system": "hydrogen", "n": 4, "rs": 1.25, "temperature_K": 6000.0, "batch": 8}
+    values.update(kw)
+    return validate(from_dict(values))
+
+
+def test_config_defaults_and_refusals():
+    cfg = _cfg()
+    assert cfg.dim == 3 and cfg.paramagnetic and cfg.optimizer == "sr"
+    assert validate(from_dict({"n": 5})).dim == 2          # the electron gas keeps 2D
+    for bad, match in (({"n": 5}, "even --n"), ({"temperature_K": None}, "needs --temperature-K"),
+                       ({"dim": 2}, "is 3D"), ({"gamma": 3.0}, "--gamma is an option")):
+        with pytest.raises(ConfigError, match=match):
+            _cfg(**bad)
+    with pytest.raises(ConfigError, match="--lr-protons is an option of --system hydrogen"):
+        validate(from_dict({"lr_protons": 0.1}))
+    system = make_system(cfg)
+    # T in K beside theta: k_B T / E_F with the paramagnetic E_F = (9 pi/4)^(2/3) / (2 rs^2)
+    e_f = (9 * math.pi / 4) ** (2 / 3) / (2 * 1.25 ** 2)
+    assert abs(system.theta - 6000 * 3.166811563e-6 / e_f) < 1e-12
+    assert abs(system.derived()["density_g_cm3"] - 2.6946 / 1.25 ** 3) < 1e-3
+
+
+def _bcc(n_side: int, length: float) -> np.ndarray:
+    a = length / n_side
+    cells = np.array(list(itertools.product(range(n_side), repeat=3)), float) * a
+    return np.concatenate([cells, cells + a / 2])
+
+
+def test_frozen_bcc_protons_without_electrons_give_the_madelung_energy():
+    """Electrons off (a uniform background instead): the protons' energy V_pp of a bcc lattice
+    (N = 16: 2 x 2 x 2 cubic cells) is the bcc Madelung energy per proton, -0.895929/rs."""
+    rs, n = 1.25, 16
+    system = make_system(_cfg(n=n, rs=rs))
+    _, proton_energy = make_hydrogen_potential(system.ewald, n)
+    s = jnp.asarray(_bcc(2, system.length))
+    assert abs(float(proton_energy(s)) / n - BCC_MADELUNG / rs) < 1e-8
+
+
+def test_neutral_cscl_crystal_gives_its_madelung_constant():
+    """Protons on a simple cubic lattice and electrons at the cube centres (the CsCl structure,
+    neutral, no background): V per ion pair = -1.762675 / r_nn with r_nn = a sqrt(3)/2."""
+    n, rs = 8, 1.25
+    system = make_system(_cfg(n=n, rs=rs))
+    potential, _ = make_hydrogen_potential(system.ewald, n)
+    a = system.length / 2
+    s = np.array(list(itertools.product(range(2), repeat=3)), float) * a
+    x = s + a / 2
+    v = float(potential(jnp.asarray(x), jnp.asarray(s)))
+    assert abs(v / n - (-CSCL_MADELUNG / (a * math.sqrt(3) / 2))) < 1e-5
+    # and the energy is invariant under a common shift and a permutation of either species
+    shift = jnp.asarray([0.3, -0.7, 1.1])
+    v2 = float(potential(jnp.asarray(x[::-1]) + shift, jnp.asarray(s) + shift))
+    assert abs(v2 - v) < 1e-9
+
+
+def test_structure_features_are_invariant_and_periodic():
+    length = 4.0
+    g = feature_vectors(length)
+    assert g.shape == (13, 3)
+    s = jax.random.uniform(jax.random.PRNGKey(0), (6, 3)) * length
+    f = structure_features(s, g)
+    for moved in (s[::-1], s + jnp.asarray([0.37, 1.2, -2.0]), s.at[2, 1].add(length)):
+        np.testing.assert_allclose(structure_features(moved, g), f, atol=1e-12)
+    # a simple cubic crystal with 2 x 2 x 2 sites: |rho_G|^2 / N - 1 = N - 1 where all phases
+    # agree (G a multiple of 2 pi / (L/2)), else -1
+    sc = jnp.asarray(np.array(list(itertools.product(range(2), repeat=3)), float) * length / 2)
+    np.testing.assert_allclose(structure_features(sc, g), -1.0, atol=1e-12)
+
+
+def _terms(batch, **rows):
+    zero = jnp.zeros(batch)
+    t = {"logp_s": zero, "logp_n": zero, "e_re": zero, "e_im": zero, "e_bare": zero,
+         "o_protons": jnp.zeros((batch, 0)), "o_van": jnp.zeros((batch, 0)),
+         "o_re": jnp.zeros((batch, 0)), "o_im": jnp.zeros((batch, 0))}
+    t.update(rows)
+    return t
+
+
+def _perturb(params, scale, seed):
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return jax.tree.unflatten(treedef, [l + scale * jax.random.normal(k, l.shape, l.dtype)
+                                        for l, k in zip(leaves, keys)])
+
+
+def _compare(estimate_rows, exact, label):
+    """Per-sample gradient contributions (B, P) against the exact gradient (P,): the mean
+    projected on the exact direction agrees within 4 standard errors, which are below 10%
+    of |exact| (so a factor 2 or a sign fails)."""
+    unit = exact / np.linalg.norm(exact)
+    proj = np.asarray(estimate_rows) @ unit * estimate_rows.shape[0]   # sample terms of g . unit
+    mean, err = proj.mean(), proj.std() / math.sqrt(len(proj))
+    assert err < 0.1 * np.linalg.norm(exact), (label, err, np.linalg.norm(exact))
+    assert abs(mean - np.linalg.norm(exact)) < 4 * err, (label, mean, np.linalg.norm(exact), err)
+
+
+def test_proton_score_function_gradient_matches_the_pathwise_gradient():
+    """The protons' score-function gradient of E_p[k_B T ln p(S) + U(S)] (with the batch-mean
+    baseline, ``hydrogen_gradients``; ln p(S) and its score through the flow's inverse) against
+    the path-wise gradient of the same bound through exact samples S = f(U)."""
+    n, length, kt, batch = 3, 2.5, 0.5, 4096
+    flow = make_proton_flow(n, 3, length, layers=3, hidden=8, splines=False)
+    params = _perturb(flow.init(jax.random.PRNGKey(0)), 0.3, 1)
+    ewald = make_ewald(3, length)
+    energy = lambda s: ewald.energy_same_charge(s, 1.0)
+    keys = jax.random.split(jax.random.PRNGKey(2), batch)
+
+    def pathwise(p):
+        s, logp = jax.vmap(flow.sample, (None, 0))(p, keys)
+        return jnp.mean(jax.vmap(energy)(s) + kt * logp)
+
+    exact = np.asarray(jax.flatten_util.ravel_pytree(jax.jit(jax.grad(pathwise))(params))[0])
+    s, _ = jax.vmap(flow.sample, (None, 0))(params, jax.random.split(jax.random.PRNGKey(3), batch))
+    logp, score = jax.jit(jax.vmap(jax.value_and_grad(flow.log_prob), (None, 0)))(params, s)
+    o = jax.vmap(lambda g: jax.flatten_util.ravel_pytree(g)[0])(score)
+    t = _terms(batch, logp_s=logp, e_re=jax.vmap(energy)(s), e_bare=jnp.zeros(batch),
+               o_protons=o)
+    full = {"protons": params, "van": {}, "flow": {}}
+    grads, rows = hydrogen_gradients(full, t, kt)
+    g = np.asarray(jax.flatten_util.ravel_pytree(grads["protons"])[0])
+    f = kt * logp + t["e_re"]
+    per_sample = ((f - f.mean()) / batch)[:, None] * o
+    np.testing.assert_allclose(np.asarray(per_sample).sum(0), g, atol=1e-12)
+    _compare(per_sample, exact, "protons")
+    # SR rows: centered scores / sqrt(B), so rows^T rows is the Fisher matrix of p(S)
+    np.testing.assert_allclose(rows["protons"], (o - o.mean(0)) / math.sqrt(batch), atol=1e-12)
+
+
+def test_conditional_van_gradient_matches_exact_enumeration():
+    """p(n|S) at a fixed proton configuration, 1 electron per spin: the score-function
+    gradient of E_n[k_B T ln p(n|S) + E(n)] from ``hydrogen_gradients`` (large batch) against
+    the exact gradient by enumerating every occupation."""
+    cfg = _cfg(n=2, rs=2.0, temperature_K=100000.0)   # 27 levels per spin: 729 states
+    system = make_system(cfg)
+    space = system.electrons.space
+    kt = system.temperature
+    van = make_van(space, (8,))
+    s = jax.random.uniform(jax.random.PRNGKey(4), (2, 3)) * system.length
+    context = structure_features(s, feature_vectors(system.length))
+    params = _perturb(van.init(jax.random.PRNGKey(5), context), 0.5, 6)
+    m = space.n_levels
+    levels = np.tile(np.asarray(system.electrons.basis.energies), 2)
+    states = []
+    for i, j in itertools.product(range(m), repeat=2):
+        occ = np.zeros(2 * m, np.int32)
+        occ[i], occ[m + j] = 1, 1
+        states.append(occ)
+    states = jnp.asarray(np.array(states))
+    energy = jnp.asarray(states @ levels) + 0.3 * jnp.asarray(states[:, 0])  # any E(n)
+
+    def bound(p):
+        logp = jax.vmap(van.log_prob, (None, 0, None))(p, states, context)
+        return jnp.sum(jnp.exp(logp) * (kt * logp + energy))
+
+    logp_all = jax.vmap(van.log_prob, (None, 0, None))(params, states, context)
+    assert abs(float(jnp.sum(jnp.exp(logp_all))) - 1.0) < 1e-12
+    exact = np.asarray(jax.flatten_util.ravel_pytree(jax.grad(bound)(params))[0])
+    batch = 8192
+    occ, logp = jax.vmap(van.sample, (None, 0, None))(params, jax.random.split(
+        jax.random.PRNGKey(7), batch), context)
+    index = jnp.argmax(jnp.all(occ[:, None, :] == states[None], axis=-1), axis=1)
+    score = jax.vmap(jax.grad(van.log_prob), (None, 0, None))(params, occ, context)
+    o = jax.vmap(lambda g: jax.flatten_util.ravel_pytree(g)[0])(score)
+    t = _terms(batch, logp_n=logp, e_re=energy[index], e_bare=energy[index], o_van=o)
+    grads, _ = hydrogen_gradients({"protons": {}, "van": params, "flow": {}}, t, kt)
+    f = kt * logp + energy[index]
+    per_sample = ((f - f.mean()) / batch)[:, None] * o
+    np.testing.assert_allclose(np.asarray(jax.flatten_util.ravel_pytree(grads["van"])[0]),
+                               np.asarray(per_sample).sum(0), atol=1e-12)
+    _compare(per_sample, exact, "van")
+    assert set(grads) == set(GROUPS)
