@@ -200,3 +200,31 @@ def test_conditional_van_gradient_matches_exact_enumeration():
                                np.asarray(per_sample).sum(0), atol=1e-12)
     _compare(per_sample, exact, "van")
     assert set(grads) == set(GROUPS)
+
+
+def test_charges_off_give_ideal_protons_plus_the_exact_ideal_fermi_gas():
+    """--coupling 0 with fresh models (identity proton flow, identity backflow, the VAN at its
+    exact ideal-gas base): every walker's f = k_B T (ln p(S) + ln p(n|S)) + E_loc + constants is
+    the ideal free energy, classical protons (ln N! once) plus the exact canonical ideal Fermi gas
+    of the electrons in this basis, so the estimate is exact with zero variance; the gradients
+    vanish and a training step leaves the parameters where they are."""
+    from freeenergy.train.driver import build
+    cfg = _cfg(n=2, rs=2.0, temperature_K=100000.0, coupling=0.0, batch=16, mc_steps=3,
+               mc_thermalize=5, proton_flow_layers=3, backflow_hidden=[8], van_hidden=[8])
+    built = build(cfg)
+    state = built.init_state(jax.random.PRNGKey(cfg.seed))
+    _, stats = built.eval_step(state.params, state.sampler, jax.random.PRNGKey(1))
+    ideal = built.system.ideal_gas()
+    n = cfg.n
+    assert abs(float(stats["F"]) / n - ideal["F"]) < 1e-10
+    assert float(stats["F_var"]) < 1e-20
+    assert abs(float(stats["F_protons"]) / n - ideal["F_protons"]) < 1e-10
+    assert abs(float(stats["V"])) < 1e-14 and abs(float(stats["V_pp"])) < 1e-14
+    # the electrons' energy is the bare plane-wave energy of each walker's n: K = E - V exactly
+    assert abs(float(stats["K"]) - float(stats["E"])) < 1e-10
+    # protons: E_p = 3/2 N k_B T, and the kinetic part of P is the ideal-gas 2K / (3 Omega)
+    assert abs(float(stats["E_protons"]) - 1.5 * n * built.system.temperature) < 1e-14
+    assert abs(float(stats["P"]) - 2 * float(stats["K"]) / (3 * built.system.volume)) < 1e-12
+    new, train_stats = built.step(state, jax.random.PRNGKey(2), 1.0)
+    assert float(train_stats["update_norm"]) < 1e-9
+    assert abs(float(train_stats["F"]) / n - ideal["F"]) < 1e-10
