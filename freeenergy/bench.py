@@ -48,7 +48,7 @@ from freeenergy.config import Config
 from freeenergy.train.driver import build
 from freeenergy.train.step import per_walker_terms
 
-PARTS = ("sampling", "local_energy", "gradients", "sr")  # timed on one device's walkers
+PARTS = ("sampling", "local_energy", "gradients", "sr", "scores")  # timed on one device's walkers
 SPREAD_FACTOR = 2.0  # slowest / fastest step repeat above this: warn
 
 
@@ -141,6 +141,8 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
         raise ValueError(f"repeats must be at least 1, got {repeats}")
     if cfg.system == "ocp":
         return _run_bench_ocp(cfg, repeats, warmup)
+    if cfg.system == "hydrogen":
+        return _run_bench_hydrogen(cfg, repeats, warmup)
     load_before = load_average()
     t0 = time.perf_counter()
     built = build(cfg)
@@ -216,6 +218,65 @@ def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
     return r
 
 
+def _run_bench_hydrogen(cfg: Config, repeats: int, warmup: int) -> dict:
+    """Hydrogen: the joint chain (fresh protons and occupations, x moves), the local energies
+    (analytic Laplacian with the electron-proton backflow, Ewald of 2N charges), the scores of
+    the three groups (ln p(S) through the flow's inverse), each on one device's walkers, then
+    the whole sharded step."""
+    load_before = load_average()
+    t0 = time.perf_counter()
+    built = build(cfg)
+    lay, parts = built.layout, built.parts
+    state = built.init_state(jax.random.PRNGKey(cfg.seed))
+    key, params = jax.random.PRNGKey(1), state.params
+    per_device = cfg.batch // lay.n_shards
+    sampler = state.sampler._replace(**{
+        k: jnp.asarray(devices.fetch_walkers(getattr(state.sampler, k))[:per_device])
+        for k in ("x", "n", "s")})
+    t_sample, draw = _timed(jax.jit(parts.sample), (params, sampler, key), repeats, warmup)
+    t_eloc, _ = _timed(jax.jit(parts.local_energy), (params["flow"], draw.x, draw.n, draw.s),
+                       repeats, warmup)
+    t_scores, _ = _timed(jax.jit(parts.scores), (params, draw), repeats, warmup)
+    times = _timed_step(built, state, key, repeats, warmup)
+    step_s = statistics.median(times)
+    el = built.system.electrons
+    r = {"system": cfg.system, "dim": 3, "n": cfg.n, "rs": cfg.rs,
+         "temperature_K": cfg.temperature_K, "theta": built.system.theta, "batch": cfg.batch,
+         "mc_steps": cfg.mc_steps, "laplacian": cfg.laplacian, "optimizer": cfg.optimizer,
+         "sr_solver": cfg.sr_solver, "n_states": int(el.basis.n_states),
+         "proton_flow": [cfg.proton_flow_layers, cfg.proton_flow_hidden, cfg.proton_flow_bins],
+         "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
+         "walkers_per_device": per_device, "parts_batch": per_device,
+         **summarize("step", times), **summarize("sampling", t_sample),
+         **summarize("local_energy", t_eloc), **summarize("scores", t_scores),
+         "walker_steps_per_s": cfg.batch * cfg.mc_steps / step_s,
+         "repeats": repeats, "device": devices.describe(), "host": platform.node(),
+         "code_version": version.code_version(),
+         "setup_and_compile_s": time.perf_counter() - t0 - sum(times),
+         "n_cpus": os.cpu_count(), "load_before": load_before, "load_after": load_average()}
+    r["warnings"] = timing_warnings(r)
+    return r
+
+
+def _format_hydrogen(r: dict) -> str:
+    p = r["n_params"]
+    lines = [
+        f"bench hydrogen n={r['n']} rs={r['rs']} T={r['temperature_K']:g} K "
+        f"(theta={r['theta']:.4g}) batch={r['batch']} mc_steps={r['mc_steps']} "
+        f"laplacian={r['laplacian']} optimizer={r['optimizer']} on {r['device']}",
+        f"  params: protons={p['protons']} van={p['van']} flow={p['flow']}, "
+        f"states/spin={r['n_states']}; medians of {r['repeats']} repeats",
+        _row("sampling", r, "sampling"),
+        _row("local energy", r, "local_energy"),
+        _row("scores", r, "scores"),
+        f"  (parts above timed on {r['parts_batch']} walkers, one device)",
+        _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
+        f"x {r['devices_per_rank']} device(s)",
+        f"  load average {_load(r.get('load_before'))} before, {_load(r.get('load_after'))} "
+        f"after ({r.get('n_cpus')} CPUs)"]
+    return "\n".join(lines + [f"  WARNING: {w}" for w in r.get("warnings", [])])
+
+
 def _row(label: str, r: dict, q: str) -> str:
     """One table line: median, min, max (seconds) and relative spread (percent) of ``q``."""
     return (f"  {label:<13} {r[f'{q}_s']:<9.4g} s  [min {r[f'{q}_s_min']:.4g}, "
@@ -227,6 +288,8 @@ def _load(v) -> str:
 
 
 def format_bench(r: dict) -> str:
+    if r["system"] == "hydrogen":
+        return _format_hydrogen(r)
     if r["system"] == "ocp":
         lines = [
             f"bench ocp dim={r['dim']} n={r['n']} Gamma={r['gamma']:.4g} batch={r['batch']} "

@@ -127,7 +127,7 @@ HELP: dict[str, str] = {
          "and N electrons, even)",
     "rs": "Wigner-Seitz radius (bohr), > 0: the density",
     "theta": "reduced temperature Theta = k_B T / E_F, > 0, with E_F of the infinite gas at the "
-             "same density and polarization",
+             "same density and polarization (hydrogen: derived from --temperature-K)",
     "gamma": "ocp: coupling parameter Gamma = e^2/(rs k_B T), > 0 (give this or --temperature-K)",
     "temperature_K": "temperature in kelvin, > 0: ocp (give this or --gamma) and hydrogen "
                      "(required; Theta = k_B T / E_F is reported)",
@@ -383,6 +383,10 @@ def _check_system_options(cfg: Config) -> None:
             raise ConfigError(f"--system hydrogen needs an even --n (N/2 electrons per spin), "
                               f"got n={cfg.n}")
         cfg.paramagnetic = True
+        _positive(cfg, "rs")
+        from freeenergy.physics.box import fermi_energy
+        from freeenergy.physics.units import KB_HA_PER_K
+        cfg.theta = float(cfg.temperature_K) * KB_HA_PER_K / fermi_energy(cfg.rs, 3, True)
         _check_proton_flow(cfg)
         return
     for name in ("lr_protons", "sr_max_norm_protons"):

@@ -185,9 +185,19 @@ def theta_from_temperature(temperature_ha: float, rs: float, dim: int, paramagne
 def make_grid(base: Config, root: str, rs_values, thetas=None, temps_k=None, temps_ha=None):
     """One validated Config per (rs, temperature) point, out = ROOT/<name>; returns [(name, cfg, T_Ha)].
 
-    Temperatures are theta values, or k_B T in Kelvin / Hartree (converted with E_F(rs))."""
+    Temperatures are theta values, or k_B T in Kelvin / Hartree (converted with E_F(rs)). Systems
+    with protons (ocp, hydrogen) take their temperature in kelvin (--temperature-K or
+    --temperature-ha, stored as temperature_K); theta is then derived (hydrogen) or unused."""
     from freeenergy.physics.box import fermi_energy
     from freeenergy.physics.units import KB_HA_PER_K
+    protons = base.system in ("ocp", "hydrogen")
+    if protons and thetas:
+        raise ConfigError(f"--system {base.system} grids take temperatures in kelvin "
+                          "(--temperature-K) or hartree (--temperature-ha), not --theta")
+    if protons and not (temps_k or temps_ha):
+        if base.temperature_K is None:
+            raise ConfigError(f"--system {base.system} grids need --temperature-K values")
+        temps_k = [base.temperature_K]
     rs_list = list(rs_values) if rs_values else [base.rs]
     if temps_k:
         temps = [("T", t, "K", t * KB_HA_PER_K) for t in temps_k]
@@ -199,7 +209,8 @@ def make_grid(base: Config, root: str, rs_values, thetas=None, temps_k=None, tem
     for rs in rs_list:
         if not (isinstance(rs, (int, float)) and math.isfinite(rs) and rs > 0):
             raise ConfigError(f"--rs values must be positive numbers, got {rs!r}")
-        e_fermi = fermi_energy(rs, base.dim, base.paramagnetic)
+        e_fermi = fermi_energy(rs, 3 if base.system == "hydrogen" else (base.dim or 2),
+                               base.paramagnetic or base.system == "hydrogen")
         for label, value, unit, t_ha in temps:
             if not (math.isfinite(value) and value > 0):
                 option = {"K": "--temperature-K", "Ha": "--temperature-ha"}.get(unit, "--theta")
@@ -209,12 +220,18 @@ def make_grid(base: Config, root: str, rs_values, thetas=None, temps_k=None, tem
             if name in names:
                 raise ConfigError(f"grid point {name} appears twice (repeated --rs or temperature values)")
             names.add(name)
-            cfg = config_mod.from_dict({"rs": float(rs), "theta": float(theta),
-                                        "out": os.path.join(root, name)}, base)
+            point = {"rs": float(rs), "out": os.path.join(root, name)}
+            if protons:
+                point.update(temperature_K=float(value if unit == "K" else t_ha / KB_HA_PER_K),
+                             gamma=None)
+            else:
+                point["theta"] = float(theta)
+            cfg = config_mod.from_dict(point, base)
             try:
                 check_config(cfg)
             except ConfigError as exc:
-                raise ConfigError(f"grid point {name} (rs={_fmt(rs)}, theta={theta:.6g}): {exc}") from None
+                what = f"T={value:g} {unit}" if protons else f"theta={theta:.6g}"
+                raise ConfigError(f"grid point {name} (rs={_fmt(rs)}, {what}): {exc}") from None
             points.append((name, cfg, theta * e_fermi))
     return points
 
@@ -234,7 +251,8 @@ def write_grid(grid_dir: str, points) -> None:
             fh.write(f"# grid point {i}: {name} (written by `freeenergy slurm array`)\n")
             yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
         os.replace(path + ".tmp", path)
-        rows.append(f"{i}\t{name}\t{cfg.rs!r}\t{cfg.theta!r}\t{t_ha:.10g}\t{t_ha * HARTREE_IN_KELVIN:.10g}"
+        t_k = cfg.temperature_K if cfg.temperature_K is not None else t_ha * HARTREE_IN_KELVIN
+        rows.append(f"{i}\t{name}\t{cfg.rs!r}\t{cfg.theta!r}\t{t_ha:.10g}\t{t_k:.10g}"
                     f"\t{path}\t{cfg.out}")
     with open(os.path.join(grid_dir, "index.tsv"), "w") as fh:
         fh.write("\n".join(rows) + "\n")
@@ -374,7 +392,9 @@ def run(args) -> int:
     # 2. dry run, write, or submit
     if points is not None:
         table = [f"grid: {len(points)} task(s) -> {grid_dir}/task_XXXX.yaml, runs in {run_dir}/"]
-        table += [f"  {i:4d}  {name:<24} rs={cfg_.rs:g} theta={cfg_.theta:.6g} (k_B T = {t_ha:.6g} Ha)"
+        table += [f"  {i:4d}  {name:<24} rs={cfg_.rs:g} "
+                  + (f"T={cfg_.temperature_K:.6g} K" if cfg_.temperature_K is not None
+                     else f"theta={cfg_.theta:.6g}") + f" (k_B T = {t_ha:.6g} Ha)"
                   for i, (name, cfg_, t_ha) in enumerate(points)]
         notes = table + notes
     path = args.write or (default_script if args.submit else None)

@@ -37,6 +37,9 @@ neutralizing background (the OCP energy of the same S).
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -57,6 +60,20 @@ from freeenergy.system import make_system
 from freeenergy.train.step import TrainState, _per_sample_flat, _shard_key, clip_to_mad, pack_rows
 
 GROUPS = ("protons", "van", "flow")
+
+
+@dataclasses.dataclass(frozen=True)
+class HydrogenParts:
+    """The per-walker pieces of the hydrogen step, for one shard's b walkers (timed one by one
+    by the benchmark):
+      sample(params, sampler, key) -> ProtonDraw      (the joint chain, ``samplers``)
+      local_energy(flow_params, x, n, s) -> (E_loc (b,) complex, {"kinetic", "potential"})
+      scores(params, draw) -> (ln p(S) (b,), {"protons", "van", "re", "im"} score rows)
+    """
+
+    sample: Callable
+    local_energy: Callable
+    scores: Callable
 
 
 def make_hydrogen_potential(ewald, n: int):
@@ -284,5 +301,6 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     n_params = {g: int(sum(np.prod(a.shape) for a in jax.tree.leaves(probe[g]))) for g in GROUPS}
     return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
                  init_state=init_state, to_local=to_local, step=step, n_params=n_params,
-                 parts=None, eval_step=eval_steps[False], burn_in_step=eval_steps[True],
+                 parts=HydrogenParts(sample=sample, local_energy=local_energy, scores=scores),
+                 eval_step=eval_steps[False], burn_in_step=eval_steps[True],
                  van_hidden=van_hidden)
