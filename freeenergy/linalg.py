@@ -40,6 +40,14 @@ def _one_matrix_per_call(fn):
 
 _slogdet_impl = _one_matrix_per_call(jnp.linalg.slogdet)
 _inv_impl = _one_matrix_per_call(jnp.linalg.inv)
+_cholesky_impl = _one_matrix_per_call(jnp.linalg.cholesky)
+
+
+def cholesky(a: jnp.ndarray) -> jnp.ndarray:
+    """Lower Cholesky factor of a symmetric positive-definite (n, n) matrix. Not differentiable
+    (``custom_vmap`` has no derivative rule): use it where a custom JVP supplies the derivative
+    (``models.pair_shift.logdet_spd``)."""
+    return _cholesky_impl(a)
 
 
 @jax.custom_jvp

@@ -52,6 +52,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from freeenergy import linalg
+
 MARGIN = 0.05      # J's eigenvalues lie in [MARGIN, 2 - MARGIN]
 SMAX_POWER = 8.0   # p of the smooth max of the weights' normalizations
 K_EPS = 1e-3       # floor of K_i
@@ -76,9 +78,12 @@ def logdet_spd(jac: jnp.ndarray, upper: float = 2.0 - MARGIN) -> jnp.ndarray:
     X_0 = I / beta (beta = 1 when upper <= 2 - MARGIN, else upper), whose error I - J X squares
     every step from ||I - J X_0|| <= 1 - MARGIN / beta: matrix products only, because the
     triangular solves that autodiff of ``cholesky``/``slogdet`` uses are ~1000x slower than the
-    forward pass for batches of small matrices on CPU (jax 0.4-0.6). ``upper`` is static.
+    forward pass for batches of small matrices on CPU (jax 0.4-0.6). ``upper`` is static. The
+    Cholesky factor (and the Newton steps' inverses) come from ``freeenergy.linalg``: on CPU one
+    matrix per LAPACK call, never a batch (batched kernels can deadlock jaxlib 0.10.2's CPU
+    thread pool when several run at once, as in the hydrogen step).
     """
-    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(jnp.linalg.cholesky(jac))))
+    return 2.0 * jnp.sum(jnp.log(jnp.diagonal(linalg.cholesky(jac))))
 
 
 def _inverse_schulz(jac: jnp.ndarray, upper: float) -> jnp.ndarray:
@@ -169,7 +174,7 @@ class PairShift(hk.Module):
         def newton(_, z):
             shift, jac = self._shift_and_jacobian(z, c, amp)
             res = z + shift - xa
-            d = jnp.linalg.solve(jac, res)
+            d = linalg.inv(jac) @ res
             trial = jax.vmap(lambda t: jnp.sum(residual(z - t * d) ** 2))(steps)
             ok = trial < (1.0 - 1e-4 * steps) * jnp.sum(res ** 2)
             t = jnp.where(jnp.any(ok), steps[jnp.argmax(ok)], steps[-1])
@@ -189,11 +194,11 @@ class PairShift(hk.Module):
         else:
             def newton(_, z):
                 shift, jac = self._shift_and_jacobian(z, c, amp)
-                return z - jnp.linalg.solve(jac, z + shift - xa)
+                return z - linalg.inv(jac) @ (z + shift - xa)
             root = jax.lax.fori_loop(0, self.newton_steps, newton, xa)
         root = jax.lax.stop_gradient(root)
         shift, jac = self._shift_and_jacobian(root, c, amp)
-        return root - jnp.linalg.solve(jax.lax.stop_gradient(jac), root + shift - xa)
+        return root - linalg.inv(jax.lax.stop_gradient(jac)) @ (root + shift - xa)
 
     def __call__(self, x: jnp.ndarray, inverse: bool = False):
         """x (N, dim) in [0, L) -> (x' (N, dim) in [0, L), ln|det dx'/dx| scalar)."""
