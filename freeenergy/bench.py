@@ -48,7 +48,7 @@ from freeenergy.config import Config
 from freeenergy.train.driver import build
 from freeenergy.train.step import per_walker_terms
 
-PARTS = ("sampling", "local_energy", "gradients", "sr", "scores")  # timed on one device's walkers
+PARTS = ("sampling", "local_energy", "gradients", "sr")  # timed on one device's walkers
 SPREAD_FACTOR = 2.0  # slowest / fastest step repeat above this: warn
 
 
@@ -89,7 +89,8 @@ def timing_warnings(r: dict) -> list[str]:
                    "threads): other work competes for the CPUs and the timings are unreliable; "
                    "rerun on an idle machine")
     step = r["step_s"]
-    slow = [f"{p} {r[f'{p}_s']:.4g} s" for p in PARTS if f"{p}_s" in r and r[f"{p}_s"] > step]
+    slow = [f"{p} {r[f'{p}_s']:.4g} s" for p in PARTS + ("scores",)
+            if f"{p}_s" in r and r[f"{p}_s"] > step]
     if slow:
         out.append(f"part(s) slower than the full step ({step:.4g} s): {', '.join(slow)}. The "
                    f"parts are timed on one device's share of the walkers ({r['parts_batch']} "
@@ -194,6 +195,14 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
     return r
 
 
+def _run_facts(repeats: int, t0: float, times: list, load_before) -> dict:
+    """Where and how a benchmark ran (for its result dict)."""
+    return {"repeats": repeats, "device": devices.describe(), "host": platform.node(),
+            "code_version": version.code_version(),
+            "setup_and_compile_s": time.perf_counter() - t0 - sum(times),
+            "n_cpus": os.cpu_count(), "load_before": load_before, "load_after": load_average()}
+
+
 def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
     """The OCP's step (exact samples of the proton flow, Ewald energies, path-wise gradient,
     Adam) timed as a whole; samples/s = batch / step_s."""
@@ -210,10 +219,7 @@ def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
          "proton_flow_chunk": cfg.proton_flow_chunk,
          "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
          **summarize("step", times), "samples_per_s": cfg.batch / step_s,
-         "repeats": repeats, "device": devices.describe(), "host": platform.node(),
-         "code_version": version.code_version(),
-         "setup_and_compile_s": time.perf_counter() - t0 - sum(times),
-         "n_cpus": os.cpu_count(), "load_before": load_before, "load_after": load_average()}
+         **_run_facts(repeats, t0, times, load_before)}
     r["warnings"] = timing_warnings(r)
     return r
 
@@ -250,10 +256,7 @@ def _run_bench_hydrogen(cfg: Config, repeats: int, warmup: int) -> dict:
          **summarize("step", times), **summarize("sampling", t_sample),
          **summarize("local_energy", t_eloc), **summarize("scores", t_scores),
          "walker_steps_per_s": cfg.batch * cfg.mc_steps / step_s,
-         "repeats": repeats, "device": devices.describe(), "host": platform.node(),
-         "code_version": version.code_version(),
-         "setup_and_compile_s": time.perf_counter() - t0 - sum(times),
-         "n_cpus": os.cpu_count(), "load_before": load_before, "load_after": load_average()}
+         **_run_facts(repeats, t0, times, load_before)}
     r["warnings"] = timing_warnings(r)
     return r
 
@@ -266,15 +269,19 @@ def _format_hydrogen(r: dict) -> str:
         f"laplacian={r['laplacian']} optimizer={r['optimizer']} on {r['device']}",
         f"  params: protons={p['protons']} van={p['van']} flow={p['flow']}, "
         f"states/spin={r['n_states']}; medians of {r['repeats']} repeats",
-        _row("sampling", r, "sampling"),
-        _row("local energy", r, "local_energy"),
-        _row("scores", r, "scores"),
-        f"  (parts above timed on {r['parts_batch']} walkers, one device)",
-        _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
-        f"x {r['devices_per_rank']} device(s)",
-        f"  load average {_load(r.get('load_before'))} before, {_load(r.get('load_after'))} "
-        f"after ({r.get('n_cpus')} CPUs)"]
+        *_timing_rows(r, (("sampling", "sampling"), ("local energy", "local_energy"),
+                          ("scores", "scores")))]
     return "\n".join(lines + [f"  WARNING: {w}" for w in r.get("warnings", [])])
+
+
+def _timing_rows(r: dict, parts) -> list:
+    """Table lines: each (label, quantity) part, the full step, then the load average."""
+    return ([_row(label, r, q) for label, q in parts]
+            + [f"  (parts above timed on {r['parts_batch']} walkers, one device)",
+               _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
+               f"x {r['devices_per_rank']} device(s)",
+               f"  load average {_load(r.get('load_before'))} before, "
+               f"{_load(r.get('load_after'))} after ({r.get('n_cpus')} CPUs)"])
 
 
 def _row(label: str, r: dict, q: str) -> str:
@@ -308,17 +315,10 @@ def format_bench(r: dict) -> str:
         + f" on {r['device']}",
         f"  params: van={r['n_params']['van']} flow={r['n_params']['flow']}, states/spin={r['n_states']}",
         f"  medians of {r['repeats']} repeats; spread = (max - min) / median",
-        _row("sampling", r, "sampling"),
-        _row("local energy", r, "local_energy"),
-        _row("gradients", r, "gradients"),
-        _row("sr/update", r, "sr"),
-        f"  (parts above timed on {r['parts_batch']} walkers, one device)",
-        _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
-        f"x {r['devices_per_rank']} device(s)",
+        *_timing_rows(r, (("sampling", "sampling"), ("local energy", "local_energy"),
+                          ("gradients", "gradients"), ("sr/update", "sr"))),
         f"  walker-steps/s {r['walker_steps_per_s']:.4g} total, "
         f"{r['walker_steps_per_s_per_rank']:.4g} per rank",
-        f"  load average {_load(r.get('load_before'))} before, {_load(r.get('load_after'))} after "
-        f"({r.get('n_cpus')} CPUs)",
     ]
     lines += [f"  WARNING: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)
