@@ -246,3 +246,33 @@ def test_inconsistent_mpi_setup_is_a_clear_error(tmp_path, case):
         else "scripts/install-mpi.sh"
     assert expected in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+HYDROGEN = ["--system", "hydrogen", "--n", "2", "--rs", "1.5", "--temperature-K", "20000",
+            "--batch", "8", "--mc-steps", "3", "--mc-thermalize", "5", "--proton-flow-layers", "3",
+            "--proton-flow-hidden", "8", "--van-hidden", "8", "--backflow-hidden", "8",
+            "--eloc-chunk", "4", "--seed", "3"]
+
+
+def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_resumes_on_one(mpi_available,
+                                                                         tmp_path):
+    """Hydrogen's walkers carry protons too: a 2-rank run writes all 8 walkers' (S, n, x) into
+    one checkpoint, a second 2-rank launch resumes it exactly (the same log rows as an
+    uninterrupted run), and a single process takes over every walker."""
+    whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
+    for run, steps in ((whole, "4"), (split, "2")):
+        proc = _mpi(2, ["freeenergy.py", "train", *HYDROGEN, "--steps", steps,
+                        "--checkpoint-every", "2", "--out", run])
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _mpi(2, ["freeenergy.py", "train", "--resume", split, "--steps", "4"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    np.testing.assert_array_equal(_log_rows(split), _log_rows(whole))
+    with np.load(os.path.join(whole, "checkpoints", "ckpt_00000004.npz")) as data:
+        shapes = [data[k].shape for k in data.files if k.startswith("leaf_")]
+    assert (8, 2, 3) in shapes            # protons (and electrons) of all 8 walkers
+    single = subprocess.run([sys.executable, "freeenergy.py", "train", "--resume", whole,
+                             "--steps", "5"], cwd=ROOT, env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-3000:]
+    rows = _log_rows(whole)
+    assert rows.shape[0] == 5 and np.all(np.isfinite(rows))

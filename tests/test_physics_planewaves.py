@@ -126,3 +126,13 @@ def test_wrap_and_minimum_image():
     d = np.asarray(box.minimum_image(np.array([-1.5, 0.3, 1.2, 3.9, -4.1]), length))
     np.testing.assert_allclose(d, [0.5, 0.3, -0.8, -0.1, -0.1], atol=1e-12)
     assert planewaves is not None
+
+
+def test_default_cutoff_for_one_particle_per_spin_at_low_temperature_holds_the_gamma_state():
+    """One particle per spin, k_B T far below the first excitation: only k = 0 matters, and the
+    default cutoff is then half-way to the next shell (a basis needs a cutoff > 0)."""
+    from freeenergy.physics.planewaves import default_cutoff, make_plane_wave_basis
+    length = 3.0
+    cutoff = default_cutoff(3, length, 1, 1e-3)
+    assert abs(cutoff - 0.5 * 0.5 * (2 * np.pi / length) ** 2) < 1e-12
+    assert make_plane_wave_basis(3, length, cutoff).n_states == 1

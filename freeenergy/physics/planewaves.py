@@ -166,4 +166,8 @@ def default_cutoff(dim: int, length: float, n_per_spin: int, temperature: float,
     above = np.concatenate([np.cumsum(shell_occ[::-1])[::-1][1:], [0.0]])  # occupation above shell s
     first = int(shells[int(n_per_spin) - 1])
     ok = np.nonzero((np.arange(n_shells) >= first) & (above < tail))[0]
-    return float(shell_top[ok[0]]) if ok.size else float(shell_top[-1])
+    cutoff = float(shell_top[ok[0]]) if ok.size else float(shell_top[-1])
+    if cutoff <= 0.0:  # only the k = 0 state (one particle per spin at the Gamma point):
+        # half-way to the next shell, since a basis needs a cutoff > 0
+        cutoff = 0.5 * float(np.min(levels[levels > 0]))
+    return cutoff
