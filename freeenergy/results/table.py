@@ -35,6 +35,7 @@ from typing import Callable, Optional
 
 from freeenergy import version
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, mass_density_g_cm3
+from freeenergy.train.summary import particle_name
 from freeenergy.results.runs import Run
 
 QUANTITIES = ("F", "E", "S", "P", "K", "V")
@@ -95,15 +96,16 @@ def run_row(run: Run, extra: Optional[Callable[[Run], dict]] = None) -> dict:
     system, dim, n, rs = cfg["system"], cfg["dim"], cfg["n"], cfg["rs"]
     t_ha = ev["temperature"] if ev else der["temperature_ha"]
     ueg = system == "ueg"
+    electrons = system in ("ueg", "hydrogen")
     row = {
         "system": system, "dim": dim, "n": n,
-        "paramagnetic": cfg["paramagnetic"] if ueg else None, "coupling": cfg["coupling"],
-        "per": "electron" if ueg else "proton", "rs": rs,
+        "paramagnetic": cfg["paramagnetic"] if electrons else None, "coupling": cfg["coupling"],
+        "per": particle_name(system), "rs": rs,
         "v": der["volume_bohr^dim"] / n,
         "density": mass_density_g_cm3(rs) if system in NUCLEAR and dim == 3 else None,
         "T_Ha": t_ha, "T_K": der["temperature_K"],
-        "theta": cfg["theta"] if ueg else None,
-        "gamma": None if ueg else der.get("gamma", 1.0 / (rs * t_ha)),
+        "theta": der.get("theta", cfg["theta"]) if electrons else None,
+        "gamma": None if electrons else der.get("gamma", 1.0 / (rs * t_ha)),
         "twist": list(cfg["twist"]), "n_twists": 1, "twists": [list(cfg["twist"])],
         "eval": "ok" if ev else "missing", "runs": [run.path],
         "_key": _point_key(cfg),
