@@ -57,6 +57,7 @@ from freeenergy import linalg
 MARGIN = 0.05      # J's eigenvalues lie in [MARGIN, 2 - MARGIN]
 SMAX_POWER = 8.0   # p of the smooth max of the weights' normalizations
 K_EPS = 1e-3       # floor of K_i
+ROOT_TOL = 1e-13   # Newton iterations of the inverse stop at |residual| <= ROOT_TOL * L
 SCHULZ_STEPS = 12  # ||I - J|| <= 1 - MARGIN = 0.95, so 0.95^(2^12) ~ 1e-91: converged to round-off
 
 
@@ -162,25 +163,38 @@ class PairShift(hk.Module):
         jac = jnp.eye(xa.shape[0], dtype=xa.dtype) - w + jnp.diag(jnp.sum(w, axis=1))
         return shift, jac
 
-    def _damped_newton(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray) -> jnp.ndarray:
-        """The root z of z + grad Psi(z) = xa by Newton steps shortened until the residual
-        falls (the map is the gradient of a strongly convex function whose Hessian may be far
-        from I on the expanding side, where full Newton steps can overshoot)."""
+    def _newton_root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray) -> jnp.ndarray:
+        """The root z of z + grad Psi(z) = xa by Newton's method, until the residual is at
+        round-off (|r| <= ROOT_TOL L) or after ``newton_steps`` (+ 10 when expanding) steps.
+        Expanding layers take damped steps, shortened until the residual falls (the map is the
+        gradient of a strongly convex function whose Hessian may be far from I on the
+        expanding side, where full Newton steps can overshoot). Not differentiable (a
+        while_loop): ``_root`` adds the step that carries the derivatives."""
         steps = 0.5 ** jnp.arange(8, dtype=xa.dtype)
+        tol2 = (ROOT_TOL * self.length) ** 2
+        max_steps = self.newton_steps + (10 if self.expanding else 0)
 
-        def residual(z):
-            return z + self._shift_and_jacobian(z, c, amp)[0] - xa
+        def residual2(z):
+            return jnp.sum((z + self._shift_and_jacobian(z, c, amp)[0] - xa) ** 2)
 
-        def newton(_, z):
+        def newton(carry):
+            i, z, _ = carry
             shift, jac = self._shift_and_jacobian(z, c, amp)
             res = z + shift - xa
             d = linalg.inv(jac) @ res
-            trial = jax.vmap(lambda t: jnp.sum(residual(z - t * d) ** 2))(steps)
+            if not self.expanding:
+                return i + 1, z - d, residual2(z - d)
+            trial = jax.vmap(lambda t: residual2(z - t * d))(steps)
             ok = trial < (1.0 - 1e-4 * steps) * jnp.sum(res ** 2)
-            t = jnp.where(jnp.any(ok), steps[jnp.argmax(ok)], steps[-1])
-            return z - t * d
+            k = jnp.where(jnp.any(ok), jnp.argmax(ok), steps.shape[0] - 1)
+            return i + 1, z - steps[k] * d, trial[k]
 
-        return jax.lax.fori_loop(0, self.newton_steps + 10, newton, xa)
+        def running(carry):
+            i, _, r2 = carry
+            return (i < max_steps) & (r2 > tol2)
+
+        start = (jnp.zeros((), jnp.int32), xa, residual2(xa))
+        return jax.lax.while_loop(running, newton, start)[1]
 
     def _root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray) -> jnp.ndarray:
         """The root z of z + grad Psi(z) = xa, with exact derivatives at low cost: the iterations
@@ -189,16 +203,10 @@ class PairShift(hk.Module):
         them the parameters and the other coordinates) is that of the implicit function,
         dz = -J^-1 d(residual), because the residual vanishes at the root; so ln p of a given
         S and its parameter gradient (the score) cost one differentiable step per layer."""
-        if self.expanding:
-            root = self._damped_newton(xa, c, amp)
-        else:
-            def newton(_, z):
-                shift, jac = self._shift_and_jacobian(z, c, amp)
-                return z - linalg.inv(jac) @ (z + shift - xa)
-            root = jax.lax.fori_loop(0, self.newton_steps, newton, xa)
-        root = jax.lax.stop_gradient(root)
+        sg = jax.lax.stop_gradient
+        root = self._newton_root(sg(xa), sg(c), sg(amp))
         shift, jac = self._shift_and_jacobian(root, c, amp)
-        return root - linalg.inv(jax.lax.stop_gradient(jac)) @ (root + shift - xa)
+        return root - linalg.inv(sg(jac)) @ (root + shift - xa)
 
     def __call__(self, x: jnp.ndarray, inverse: bool = False):
         """x (N, dim) in [0, L) -> (x' (N, dim) in [0, L), ln|det dx'/dx| scalar)."""
