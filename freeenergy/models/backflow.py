@@ -103,7 +103,12 @@ class PairBackflow(hk.Module):
         electron-proton term summed over protons, A1 (N, dim, dim), H1 (N, dim, dim, dim) and
         S1 (N, dim, dim), the same derivatives of sum_I xi(x_j - R_I) with respect to x_j."""
         n, dim = x.shape
-        eta = self._electron_pair_function(x.dtype)
+        # the pair MLPs are created here, in __call__, so that their parameters keep the names
+        # "backflow/ee" (checkpoints of earlier runs), "backflow/ee_anti" and "backflow/ep"
+        same = PairMLP(dim, self.length, self.hidden, name="ee")(x.dtype)
+        anti = (PairMLP(dim, self.length, self.hidden, name="ee_anti")(x.dtype)
+                if self.same_spin is not None else None)
+        eta = _PairFunction(same, anti, self.same_spin)
         xi = PairMLP(dim, self.length, self.hidden, name="ep")(x.dtype) if protons is not None \
             else None
         if pair_derivatives:
@@ -124,13 +129,6 @@ class PairBackflow(hk.Module):
         full = full.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
         sign, logdet = self.slogdet(full)
         return (z, logdet, sign) if with_sign else (z, logdet)
-
-    def _electron_pair_function(self, dtype):
-        """The electron-electron pair term as a ``_PairFunction`` over (N, N, dim) displacements."""
-        same = PairMLP(self.dim, self.length, self.hidden, name="ee")(dtype)
-        anti = (PairMLP(self.dim, self.length, self.hidden, name="ee_anti")(dtype)
-                if self.same_spin is not None else None)
-        return _PairFunction(same, anti, self.same_spin)
 
     @staticmethod
     def _pair_derivatives(eta, xi, x, protons):
