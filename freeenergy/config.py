@@ -46,13 +46,13 @@ class Config:
     backflow: bool = True          # use the √flow backflow (False: bare plane waves)
     backflow_hidden: list = dataclasses.field(default_factory=lambda: [32, 32])
     van_hidden: Optional[list] = None  # VAN (MADE) hidden widths; None: two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions
-    proton_flow_layers: int = 24   # ocp: layers of the proton flow (each moves one Cartesian axis; axes in turn)
-    proton_flow_hidden: int = 32   # ocp: width of the proton flow's equivariant conditioner
-    proton_flow_bins: int = 8      # ocp: bins of each circular rational-quadratic spline
+    proton_flow_layers: int = 24   # ocp and hydrogen: layers of the proton flow (each moves one Cartesian axis; axes in turn)
+    proton_flow_hidden: int = 32   # ocp and hydrogen: width of the proton flow's equivariant conditioner
+    proton_flow_bins: int = 8      # ocp and hydrogen: bins of each circular rational-quadratic spline
     proton_flow_chunk: int = 0     # ocp: samples per vectorized chunk of the flow's forward/backward pass (bounds memory); 0: all of a device's samples at once
-    proton_flow_splines: bool = False  # ocp: spline couplings in the proton flow (off: pair-shift layers only, exactly translation-invariant)
-    proton_flow_expanding: bool = True  # ocp: pair shifts bounded only on the compressive side (expansions up to 1 + 0.95 K per layer)
-    proton_flow_pair_shift: bool = True  # ocp: a pair-shift layer after every spline coupling
+    proton_flow_splines: bool = False  # ocp and hydrogen: spline couplings in the proton flow (off: pair-shift layers only, exactly translation-invariant)
+    proton_flow_expanding: bool = True  # ocp and hydrogen: pair shifts bounded only on the compressive side (expansions up to 1 + 0.95 K per layer)
+    proton_flow_pair_shift: bool = True  # ocp and hydrogen: a pair-shift layer after every spline coupling
     # --- sampling ---
     sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
     mc_steps: int = 50             # all-electron Metropolis moves per training step
@@ -131,30 +131,30 @@ HELP: dict[str, str] = {
     "gamma": "ocp: coupling parameter Gamma = e^2/(rs k_B T), > 0 (give this or --temperature-K)",
     "temperature_K": "temperature in kelvin, > 0: ocp (give this or --gamma) and hydrogen "
                      "(required; Theta = k_B T / E_F is reported)",
-    "proton_flow_layers": "ocp: layers of the proton flow, integer >= 1 (each moves one Cartesian "
+    "proton_flow_layers": "ocp and hydrogen: layers of the proton flow, integer >= 1 (each moves one Cartesian "
                           "axis of every proton, axes in turn; with --proton-flow-splines a layer "
                           "is a spline coupling followed by a pair shift). Depth is what the bound "
                           "rewards most (3D N=8, Gamma=10, 100 Adam steps: f_ex -7.08 with 12 "
                           "layers, -7.24 with 24, -7.27 with 48; reference -7.37)",
-    "proton_flow_hidden": "ocp: width of the proton flow's permutation-equivariant conditioner, "
+    "proton_flow_hidden": "ocp and hydrogen: width of the proton flow's permutation-equivariant conditioner, "
                           "integer >= 1",
-    "proton_flow_bins": "ocp: bins of each circular rational-quadratic spline, integer >= 2",
+    "proton_flow_bins": "ocp and hydrogen: bins of each circular rational-quadratic spline, integer >= 2",
     "proton_flow_chunk": "ocp: samples per vectorized chunk of the proton flow's forward and "
                          "backward pass, integer >= 0 (the largest divisor of the samples per "
                          "device not above it is used); bounds memory at large N and batch "
                          "without changing the numbers beyond round-off; 0: all at once",
-    "proton_flow_splines": "ocp: put a spline coupling (a circle map of each proton along the "
+    "proton_flow_splines": "ocp and hydrogen: put a spline coupling (a circle map of each proton along the "
                            "layer's axis, conditioned on the other axes) before every pair-shift "
                            "layer. Off by default: the pair-shift-only flow is exactly "
                            "translation-invariant, and per step of compute it reached lower "
                            "bounds on the liquid OCP (3D N=8, Gamma=10 and 50)",
-    "proton_flow_expanding": "ocp: pair-shift layers whose Jacobian is bounded only on the "
+    "proton_flow_expanding": "ocp and hydrogen: pair-shift layers whose Jacobian is bounded only on the "
                              "compressive side (eigenvalues in [0.05, 3.85] instead of [0.05, "
                              "1.95]), so one layer can open the correlation hole between close "
                              "protons much further; --no-proton-flow-expanding: the symmetric "
                              "bound. 3D N=8, Gamma=10: the bound after 100 steps equals that of "
                              "400 steps with the symmetric bound",
-    "proton_flow_pair_shift": "ocp: pair-shift layers (protons pushed apart along the layer's axis "
+    "proton_flow_pair_shift": "ocp and hydrogen: pair-shift layers (protons pushed apart along the layer's axis "
                               "by their neighbours; exact bijection); --no-proton-flow-pair-shift "
                               "with --proton-flow-splines: spline couplings only",
     "paramagnetic": "two spin species with n/2 electrons each; --no-paramagnetic: fully "
