@@ -57,7 +57,8 @@ from freeenergy.optim import make_optimizer
 from freeenergy.samplers import (SamplerState, initial_positions, make_hydrogen_sampler,
                                  make_metropolis, make_width_adaptation)
 from freeenergy.system import make_system
-from freeenergy.train.step import TrainState, _per_sample_flat, _shard_key, clip_to_mad, pack_rows
+from freeenergy.train.step import (TrainState, _per_sample_flat, _shard_key, clip_to_mad,
+                                   pack_rows, update_diagnostics)
 
 GROUPS = ("protons", "van", "flow")
 
@@ -230,9 +231,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
         new_params = optax.apply_updates(params, updates)
         width = adapt(state.sampler.width, stats["acceptance"])
         stats["width"] = width
-        stats["update_norm"] = jnp.sqrt(sum(jnp.sum(u ** 2) for u in jax.tree.leaves(updates)))
-        stats["params_finite"] = jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(new_params)])).astype(width.dtype)
+        stats.update(update_diagnostics(updates, new_params))
         sampler = SamplerState(x=draw.x, n=draw.n, width=width, s=draw.s)
         return TrainState(new_params, opt_state, sampler, state.step + 1), stats
 

@@ -36,7 +36,7 @@ from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import SamplerState
 from freeenergy.system import make_system
-from freeenergy.train.step import TrainState, _shard_key
+from freeenergy.train.step import TrainState, _shard_key, update_diagnostics
 
 N_TERMS = 2  # per-sample terms gathered: U (coupling included), ln p
 
@@ -146,9 +146,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         updates = jax.tree.map(lambda v: update_scale * v, updates)
         params = optax.apply_updates(state.params, updates)
         stats["width"] = state.sampler.width
-        stats["update_norm"] = jnp.sqrt(sum(jnp.sum(v ** 2) for v in jax.tree.leaves(updates)))
-        stats["params_finite"] = jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])).astype(u.dtype)
+        stats.update(update_diagnostics(updates, params))
         sampler = state.sampler._replace(x=s)
         return TrainState(params, opt_state, sampler, state.step + 1), stats
 

@@ -328,6 +328,14 @@ def _shard_key(key, collectives):
     return key
 
 
+def update_diagnostics(updates, params) -> dict:
+    """What the driver's guards read after a step: ``update_norm``, the Euclidean norm of the
+    (scaled) update, and ``params_finite``, 1.0 when every updated parameter is finite."""
+    norm = jnp.sqrt(sum(jnp.sum(u ** 2) for u in jax.tree.leaves(updates)))
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)]))
+    return {"update_norm": norm, "params_finite": finite.astype(norm.dtype)}
+
+
 def make_train_step(parts: StepParts, collectives, adapt_width: Callable) -> Callable:
     """Composes the parts into step(state, key, update_scale) -> (state, stats) for ONE shard
     (see the module docstring); run it with ``devices.shard_step``. Each shard draws its own
@@ -344,9 +352,7 @@ def make_train_step(parts: StepParts, collectives, adapt_width: Callable) -> Cal
                                                       update_scale)
         width = adapt_width(state.sampler.width, stats["acceptance"])
         stats["width"] = width
-        stats["update_norm"] = jnp.sqrt(sum(jnp.sum(u ** 2) for u in jax.tree.leaves(updates)))
-        stats["params_finite"] = jnp.all(jnp.stack(
-            [jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])).astype(stats["update_norm"].dtype)
+        stats.update(update_diagnostics(updates, params))
         sampler = SamplerState(x=draw.x, n=draw.n, width=width)
         return TrainState(params, opt_state, sampler, state.step + 1), stats
 
