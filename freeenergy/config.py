@@ -39,6 +39,7 @@ class Config:
     paramagnetic: bool = False     # two spin species with n/2 electrons each (else fully polarized)
     coupling: float = 1.0          # lambda multiplying the Coulomb energy (0: ideal gas)
     twist: Optional[list] = None   # twist in units of 2 pi / L, components in [-0.5, 0.5]; None = Gamma point
+    twists: int = 1                # hydrogen: a K x K x K Monkhorst-Pack grid of twists, the same protons for every twist; 1: the single --twist
     cutoff: Optional[float] = None  # single-particle energy cutoff (Ha); None: chosen from n and theta
     cutoff_tail: float = 1e-5      # default cutoff leaves at most this many ideal-gas particles outside
     ewald_accuracy: float = 1e-10  # target accuracy of the Ewald sum (Ha)
@@ -126,6 +127,12 @@ HELP: dict[str, str] = {
          "most the number of states of the basis), protons (ocp), or atoms (hydrogen: N protons "
          "and N electrons, even)",
     "rs": "Wigner-Seitz radius (bohr), > 0: the density",
+    "twists": "hydrogen: twist averaging over a K x K x K Monkhorst-Pack grid of twists "
+              "(components (2r - K - 1)/(2K); K = 2: +-1/4), integer >= 1; the electrons' "
+              "energy and entropy of each proton configuration are averaged over the K^3 twists, "
+              "each with its own occupations and walkers, the protons shared; --batch counts "
+              "(protons, twist) walkers and must be a multiple of K^3 on every shard; 1: the "
+              "single twist --twist",
     "theta": "reduced temperature Theta = k_B T / E_F, > 0, with E_F of the infinite gas at the "
              "same density and polarization (hydrogen: derived from --temperature-K)",
     "gamma": "ocp: coupling parameter Gamma = e^2/(rs k_B T), > 0 (give this or --temperature-K)",
@@ -434,6 +441,18 @@ def validate(cfg: Config) -> Config:
     cfg.twist = [float(t) for t in cfg.twist]
     if any(abs(t) > 0.5 for t in cfg.twist):
         raise ConfigError(f"--twist components must lie in [-0.5, 0.5] (units of 2 pi/L), got {cfg.twist}")
+    _positive_int(cfg, "twists")
+    if cfg.twists > 1:
+        if cfg.system != "hydrogen":
+            raise ConfigError(f"--twists is an option of --system hydrogen; the electron gas "
+                              f"averages twists over runs (one --twist each, then `eos`)")
+        if any(cfg.twist):
+            raise ConfigError(f"--twists {cfg.twists} sets the twists (a Monkhorst-Pack grid); "
+                              f"leave --twist unset, got {cfg.twist}")
+        if cfg.batch % cfg.twists ** 3:
+            raise ConfigError(f"--batch must be a multiple of the {cfg.twists ** 3} twists of "
+                              f"--twists {cfg.twists} (walkers are (protons, twist) pairs), "
+                              f"got {cfg.batch}")
     if cfg.cutoff is not None:
         _positive(cfg, "cutoff")
     _positive(cfg, "cutoff_tail")

@@ -28,21 +28,26 @@ import jax.numpy as jnp
 LAPLACIAN_METHODS = ("analytic", "folx", "loop", "hessian")
 
 
-def _stacked(log_psi, params, n, shape, protons):
+def _twist_kw(twist) -> dict:
+    return {} if twist is None else {"twist": twist}
+
+
+def _stacked(log_psi, params, n, shape, protons, twist=None):
     def f(x_flat):
-        la, ph = log_psi(params, x_flat.reshape(shape), n, protons)
+        la, ph = log_psi(params, x_flat.reshape(shape), n, protons, **_twist_kw(twist))
         return jnp.stack([la, ph])
     return f
 
 
 def grad_and_laplacian(log_psi: Callable, params, x, n, method: str = "folx", protons=None,
-                       derivatives: Callable | None = None):
-    """Gradient (2, N*dim) and Laplacian (2,) of (ln|psi|, arg psi) with respect to x."""
+                       derivatives: Callable | None = None, twist=None):
+    """Gradient (2, N*dim) and Laplacian (2,) of (ln|psi|, arg psi) with respect to x.
+    twist: the twist's index for a wavefunction with several (None: log_psi's default)."""
     if method == "analytic":
         if derivatives is None:
             raise ValueError("the analytic Laplacian needs the wavefunction's derivatives function")
-        return derivatives(params, x, n, protons)
-    f = _stacked(log_psi, params, n, x.shape, protons)
+        return derivatives(params, x, n, protons, **_twist_kw(twist))
+    f = _stacked(log_psi, params, n, x.shape, protons, twist)
     x_flat = x.reshape(-1)
     if method == "folx":
         import folx
@@ -69,12 +74,13 @@ def grad_and_laplacian(log_psi: Callable, params, x, n, method: str = "folx", pr
 
 def make_kinetic_energy(log_psi: Callable, method: str = "folx",
                         derivatives: Callable | None = None) -> Callable:
-    """kinetic(params, x, n, protons=None) -> complex kinetic energy (Ha) of one configuration."""
+    """kinetic(params, x, n, protons=None, twist=None) -> complex kinetic energy (Ha) of one
+    configuration."""
     if method not in LAPLACIAN_METHODS:
         raise ValueError(f"unknown Laplacian method {method!r}; choose from {LAPLACIAN_METHODS}")
 
-    def kinetic(params, x, n, protons=None):
-        g, lap = grad_and_laplacian(log_psi, params, x, n, method, protons, derivatives)
+    def kinetic(params, x, n, protons=None, twist=None):
+        g, lap = grad_and_laplacian(log_psi, params, x, n, method, protons, derivatives, twist)
         g_re, g_im = g[0], g[1]
         re = -0.5 * (lap[0] + jnp.sum(g_re ** 2) - jnp.sum(g_im ** 2))
         im = -0.5 * (lap[1] + 2.0 * jnp.sum(g_re * g_im))
@@ -85,7 +91,8 @@ def make_kinetic_energy(log_psi: Callable, method: str = "folx",
 
 def make_local_energy(log_psi: Callable, potential: Callable, coupling: float = 1.0,
                       method: str = "folx", derivatives: Callable | None = None) -> Callable:
-    """e_loc(params, x, n) -> (complex E_loc, {"kinetic": Re K, "potential": lambda V}).
+    """e_loc(params, x, n, protons=None, twist=None) -> (complex E_loc, {"kinetic": Re K,
+    "potential": lambda V}); twist: the twist's index (wavefunctions with several twists).
 
     Args:
       log_psi: (params, x (N, dim), n (D,), protons) -> (ln|psi|, arg psi).
@@ -97,8 +104,8 @@ def make_local_energy(log_psi: Callable, potential: Callable, coupling: float = 
     """
     kinetic = make_kinetic_energy(log_psi, method, derivatives)
 
-    def e_loc(params, x, n, protons=None):
-        k = kinetic(params, x, n, protons)
+    def e_loc(params, x, n, protons=None, twist=None):
+        k = kinetic(params, x, n, protons, twist)
         v = coupling * (potential(x) if protons is None else potential(x, protons))
         return k + v, {"kinetic": jnp.real(k), "potential": v}
 

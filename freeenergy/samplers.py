@@ -133,7 +133,9 @@ def make_joint_sampler(van_sample: Callable, van_log_prob: Callable, log_abs_fn:
 class ProtonDraw(NamedTuple):
     """One step of the hydrogen chain for b walkers: s (b, Np, dim) protons (bohr), n (b, D)
     occupations, logp_n (b,) ln p(n|s) under the current VAN, x (b, N, dim) electrons (bohr),
-    acceptance (b,) of the x moves, n_acceptance (b,) 1.0 where the (s, n) proposal was taken."""
+    acceptance (b,) of the x moves, n_acceptance (b,) 1.0 where the (s, n) proposal was taken.
+    With K twists, walkers come in groups of K consecutive rows (row r has twist r mod K) that
+    share their protons s."""
 
     s: jnp.ndarray
     n: jnp.ndarray
@@ -143,9 +145,15 @@ class ProtonDraw(NamedTuple):
     n_acceptance: jnp.ndarray
 
 
+def twist_of_rows(batch: int, n_twists: int) -> jnp.ndarray:
+    """(batch,) int32 twist index of each walker row: rows come in groups of ``n_twists``
+    consecutive rows, one per twist, that share one proton configuration."""
+    return jnp.arange(batch, dtype=jnp.int32) % n_twists
+
+
 def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log_prob: Callable,
                           log_abs_fn: Callable, metropolis: Callable,
-                          mode: str = "joint") -> Callable:
+                          mode: str = "joint", n_twists: int = 1) -> Callable:
     """Builds ``sample(params, state, key) -> ProtonDraw``: the chain for the joint distribution
     p(S) p(n|S) |psi_{n,S}(x)|^2 of protons, occupations and electrons (params: {"protons",
     "van", "flow"}).
@@ -158,38 +166,50 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
     the kept (S, n). "redraw" (biased unless the x moves re-equilibrate, kept to measure that):
     (S', n') always taken, x moved from where it was.
 
+    Twist averaging (``n_twists`` = K > 1): the walkers form groups of K rows (``twist_of_rows``)
+    holding one S and, per twist t, their own (n_t, x_t); the target is
+    p(S) prod_t p_t(n_t|S) |psi_{t,n_t,S}(x_t)|^2, whose marginal for each twist is that twist's
+    joint distribution. One S' per group and n'_t ~ p_t(n|S') per row form the proposal,
+    accepted or rejected for the whole group with min(1, prod_t |psi_t'(x_t)|^2 / |psi_t(x_t)|^2).
+
     Args:
       proton_sample: (proton_params, key) -> (s (Np, dim), ln p(s)).
-      van_sample: (van_params, key, s) -> (n (D,), ln p(n|s)).
-      van_log_prob: (van_params, n, s) -> ln p(n|s).
-      log_abs_fn: (flow_params, x, (n, s)) -> ln|psi_{n,s}(x)|.
-      metropolis: ``make_metropolis(log_abs_fn, ...)`` (its "n" argument is the pair (n, s)).
+      van_sample: (van_params, key, s, t) -> (n (D,), ln p_t(n|s)).
+      van_log_prob: (van_params, n, s, t) -> ln p_t(n|s).
+      log_abs_fn: (flow_params, x, (n, s, t)) -> ln|psi_{t,n,s}(x)|.
+      metropolis: ``make_metropolis(log_abs_fn, ...)`` (its "n" argument is (n, s, t)).
+    The batch b of a call must be a multiple of K.
     """
     if mode not in SAMPLING_MODES:
         raise ValueError(f"unknown sampling mode {mode!r}; choose from {SAMPLING_MODES}")
     draw_s = jax.vmap(proton_sample, (None, 0))
-    draw_n = jax.vmap(van_sample, (None, 0, 0))
-    log_prob = jax.vmap(van_log_prob, (None, 0, 0))
+    draw_n = jax.vmap(van_sample, (None, 0, 0, 0))
+    log_prob = jax.vmap(van_log_prob, (None, 0, 0, 0))
     log_abs = jax.vmap(log_abs_fn, (None, 0, 0))
+    k = int(n_twists)
 
     def sample(params, state: SamplerState, key) -> ProtonDraw:
         k_s, k_van, k_acc, k_mc = jax.random.split(key, 4)
         batch = state.x.shape[0]
-        s_new, _ = draw_s(params["protons"], jax.random.split(k_s, batch))
-        n_new, logp_new = draw_n(params["van"], jax.random.split(k_van, batch), s_new)
+        groups = batch // k
+        twist = twist_of_rows(batch, k)
+        s_new, _ = draw_s(params["protons"], jax.random.split(k_s, groups))
+        s_new = jnp.repeat(s_new, k, axis=0)
+        n_new, logp_new = draw_n(params["van"], jax.random.split(k_van, batch), s_new, twist)
         if mode == "redraw":
             s, n, logp, la = s_new, n_new, logp_new, None
             accept = jnp.ones((batch,), bool)
         else:
-            la_new = log_abs(params["flow"], state.x, (n_new, s_new))
-            la_old = log_abs(params["flow"], state.x, (state.n, state.s))
-            log_u = jnp.log(jax.random.uniform(k_acc, (batch,), state.x.dtype))
-            accept = log_u < 2.0 * (la_new - la_old)
+            la_new = log_abs(params["flow"], state.x, (n_new, s_new, twist))
+            la_old = log_abs(params["flow"], state.x, (state.n, state.s, twist))
+            log_ratio = 2.0 * (la_new - la_old).reshape(groups, k).sum(axis=1)
+            log_u = jnp.log(jax.random.uniform(k_acc, (groups,), state.x.dtype))
+            accept = jnp.repeat(log_u < log_ratio, k)
             s = jnp.where(accept[:, None, None], s_new, state.s)
             n = jnp.where(accept[:, None], n_new, state.n)
-            logp = jnp.where(accept, logp_new, log_prob(params["van"], n, s))
+            logp = jnp.where(accept, logp_new, log_prob(params["van"], n, s, twist))
             la = jnp.where(accept, la_new, la_old)
-        x, acceptance = metropolis(params["flow"], state, (n, s), k_mc, la)
+        x, acceptance = metropolis(params["flow"], state, (n, s, twist), k_mc, la)
         return ProtonDraw(s=s, n=n, logp_n=logp, x=x, acceptance=acceptance,
                           n_acceptance=accept.astype(state.x.dtype))
 

@@ -165,13 +165,33 @@ class HydrogenSystem(_Box):
 
     Attributes:
       electrons: the electron-gas ``System`` of the same N, rs and temperature (plane-wave basis,
-        occupation space, Fermi energy, Ewald sum); its ``theta`` is k_B T / E_F.
+        occupation space, Fermi energy, Ewald sum); its ``theta`` is k_B T / E_F. With a twist
+        grid, that of the first twist.
       temperature: k_B T (Ha).
+      twist_systems: one electron-gas ``System`` per twist of ``--twists`` (the same number of
+        levels M each: the M lowest states of every twist, M the largest count within the
+        twists' own cutoffs); ``(electrons,)`` for a single twist.
     """
 
     cfg: Config
     electrons: System
     temperature: float
+    twist_systems: tuple = ()
+
+    @property
+    def twists(self) -> np.ndarray:
+        """(K, 3) twists (units of 2 pi / L), equal weights."""
+        return np.stack([np.asarray(t.basis.twist) for t in self.twist_systems])
+
+    @property
+    def kvecs(self) -> np.ndarray:
+        """(K, M, 3) wave vectors (1/bohr) of every twist's levels."""
+        return np.stack([np.asarray(t.basis.kvecs) for t in self.twist_systems])
+
+    @property
+    def level_energies(self) -> np.ndarray:
+        """(K, M) level energies (Ha) of every twist."""
+        return np.stack([np.asarray(t.basis.energies) for t in self.twist_systems])
 
     @property
     def length(self) -> float:
@@ -198,7 +218,8 @@ class HydrogenSystem(_Box):
         """All charges off, per atom: classical ideal protons plus the exact canonical ideal
         Fermi gas of the electrons in this basis (F, E in Ha, S in k_B), and each part."""
         protons = ocp.ideal_gas(self.n_particles, 3, self.volume, self.temperature)
-        electrons = self.electrons.ideal_gas()  # per electron = per atom
+        per_twist = [t.ideal_gas() for t in self.twist_systems]  # per electron = per atom
+        electrons = {k: float(np.mean([p[k] for p in per_twist])) for k in ("F", "E", "S")}
         out = {k: protons[k] + electrons[k] for k in ("F", "E", "S")}
         out.update({f"{k}_protons": protons[k] for k in ("F", "E", "S")})
         out.update({f"{k}_electrons": electrons[k] for k in ("F", "E", "S")})
@@ -213,22 +234,47 @@ class HydrogenSystem(_Box):
                 "thermal_wavelength_bohr": ocp.thermal_wavelength(self.temperature),
                 "density_g_cm3": mass_density_g_cm3(self.cfg.rs),
                 "volume_bohr^dim": self.volume, "ewald_alpha": float(self.ewald.alpha),
+                "twists": self.twists.tolist(), "n_twists": len(self.twist_systems),
+                "cutoff_ha_per_twist": [float(t.basis.cutoff) for t in self.twist_systems],
                 "ideal_gas": self.ideal_gas()}
 
     def describe(self) -> str:
         cfg, el = self.cfg, self.electrons
+        twists = (f", {len(self.twist_systems)} twists" if len(self.twist_systems) > 1 else "")
         return (f"hydrogen n={cfg.n} rs={cfg.rs} ({mass_density_g_cm3(cfg.rs):.4g} g/cm^3) "
                 f"T={self.temperature / KB_HA_PER_K:.6g} K (theta={self.theta:.4g}, "
                 f"k_B T={self.temperature:.5g} Ha) coupling={cfg.coupling} | L={self.length:.5g} "
-                f"bohr, cutoff={float(el.basis.cutoff):.5g} Ha, {el.basis.n_states} states/spin")
+                f"bohr, cutoff={float(el.basis.cutoff):.5g} Ha, {el.basis.n_states} states/spin"
+                f"{twists}")
 
 
 def make_hydrogen_system(cfg: Config) -> HydrogenSystem:
-    """The electrons get the electron gas's basis and checks at theta = k_B T / E_F."""
+    """The electrons get the electron gas's basis and checks at theta = k_B T / E_F, for every
+    twist of the grid (``--twists K``: the K^3 Monkhorst-Pack twists), then every twist is cut
+    or extended to the same number of levels (the largest count), its lowest states."""
     temperature = float(cfg.temperature_K) * KB_HA_PER_K
     theta = temperature / box.fermi_energy(cfg.rs, 3, True)
-    electrons = _make_electron_gas(dataclasses.replace(cfg, theta=theta))
-    return HydrogenSystem(cfg=cfg, electrons=electrons, temperature=temperature)
+    if cfg.twists == 1:
+        twists = [list(cfg.twist)]
+    else:
+        twists = planewaves.monkhorst_pack(cfg.twists, 3).tolist()
+    systems = [_make_electron_gas(dataclasses.replace(cfg, theta=theta, twist=t)) for t in twists]
+    n_states = max(s.basis.n_states for s in systems)
+    systems = tuple(_with_n_states(s, n_states) for s in systems)
+    return HydrogenSystem(cfg=cfg, electrons=systems[0], temperature=temperature,
+                          twist_systems=systems)
+
+
+def _with_n_states(system: System, n_states: int) -> System:
+    """The same electron gas with the ``n_states`` lowest plane waves of its twist."""
+    if system.basis.n_states == n_states:
+        return system
+    b = system.basis
+    cutoff = max(float(b.cutoff), float(planewaves.shell_energies(b.dim, b.length, b.twist,
+                                                                  n_states)[-1]))
+    basis = planewaves.make_plane_wave_basis(b.dim, b.length, cutoff, b.twist, n_states=n_states)
+    space = dataclasses.replace(system.space, energies=np.asarray(basis.energies))
+    return dataclasses.replace(system, basis=basis, space=space)
 
 
 def make_system(cfg: Config):

@@ -213,7 +213,8 @@ def test_charges_off_give_ideal_protons_plus_the_exact_ideal_fermi_gas():
                mc_thermalize=5, proton_flow_layers=3, backflow_hidden=[8], van_hidden=[8])
     built = build(cfg)
     state = built.init_state(jax.random.PRNGKey(cfg.seed))
-    _, stats = built.eval_step(state.params, state.sampler, jax.random.PRNGKey(1))
+    _, stats = built.step(state, jax.random.PRNGKey(2), 1.0)   # estimates before the update
+    assert float(stats["update_norm"]) < 1e-9
     ideal = built.system.ideal_gas()
     n = cfg.n
     assert abs(float(stats["F"]) / n - ideal["F"]) < 1e-10
@@ -225,9 +226,6 @@ def test_charges_off_give_ideal_protons_plus_the_exact_ideal_fermi_gas():
     # protons: E_p = 3/2 N k_B T, and the kinetic part of P is the ideal-gas 2K / (3 Omega)
     assert abs(float(stats["E_protons"]) - 1.5 * n * built.system.temperature) < 1e-14
     assert abs(float(stats["P"]) - 2 * float(stats["K"]) / (3 * built.system.volume)) < 1e-12
-    new, train_stats = built.step(state, jax.random.PRNGKey(2), 1.0)
-    assert float(train_stats["update_norm"]) < 1e-9
-    assert abs(float(train_stats["F"]) / n - ideal["F"]) < 1e-10
 
 
 def test_one_proton_and_one_electron_form_a_bound_state_near_minus_half_hartree():
@@ -291,3 +289,106 @@ def test_one_proton_and_one_electron_form_a_bound_state_near_minus_half_hartree(
     energy, err = np.mean(means), np.std(means) / math.sqrt(len(means))
     print(f"\nH atom in an 8 bohr box: E = {energy:.4f} +- {err:.4f} Ha (exact -0.5)")
     assert energy - 3 * err < -0.45 and energy > -0.5 - 3 * err - 0.005
+
+
+def test_monkhorst_pack_twist_grid():
+    """Monkhorst & Pack (1976): components (2r - K - 1)/(2K), r = 1..K, equal weights."""
+    from freeenergy.physics.planewaves import monkhorst_pack
+    np.testing.assert_array_equal(monkhorst_pack(1, 3), np.zeros((1, 3)))
+    grid = monkhorst_pack(2, 3)
+    assert grid.shape == (8, 3) and set(np.unique(grid)) == {-0.25, 0.25}
+    assert len({tuple(t) for t in grid}) == 8
+    grid3 = monkhorst_pack(3, 3)
+    assert grid3.shape == (27, 3) and np.allclose(np.unique(grid3), [-1 / 3, 0, 1 / 3])
+    np.testing.assert_allclose(grid3.sum(0), 0.0, atol=1e-15)   # inversion-symmetric
+    with pytest.raises(ConfigError, match="--twists is an option of --system hydrogen"):
+        validate(from_dict({"twists": 2}))
+    with pytest.raises(ConfigError, match="leave --twist unset"):
+        _cfg(twists=2, batch=16, twist=[0.1, 0.0, 0.0])
+    with pytest.raises(ConfigError, match="multiple of the 8 twists"):
+        _cfg(twists=2, batch=12)
+
+
+def test_twist_grid_levels_van_bases_and_determinants_are_each_twists_own():
+    """--twists 3 (27 twists whose level counts within their own cutoffs differ): every twist
+    gets the same number of levels, its lowest states; the VAN's base for twist t is the exact
+    canonical ideal gas of twist t's levels (enumeration: ln p(n) = -beta (E(n) - F_t)), and the
+    wavefunction's determinants for twist t are those of a wavefunction built for that twist
+    alone (same backflow parameters)."""
+    from freeenergy.models.wavefunction import make_wavefunction
+    from freeenergy.physics import ideal, planewaves
+    cfg = _cfg(n=2, rs=2.0, temperature_K=100000.0, twists=3, batch=27)
+    system = make_system(cfg)
+    twists = system.twists
+    assert twists.shape == (27, 3) and len(system.twist_systems) == 27
+    m = system.electrons.space.n_levels
+    assert system.level_energies.shape == (27, m)
+    for t in (0, 5, 13):
+        own = planewaves.make_plane_wave_basis(3, system.length, 60.0, twists[t])
+        np.testing.assert_allclose(system.level_energies[t], own.energies[:m], rtol=1e-13)
+        np.testing.assert_allclose(system.kvecs[t], own.kvecs[:m], rtol=1e-13)
+    space = system.electrons.space
+    van = make_van(space, (8,), twist_energies=system.level_energies)
+    params = van.init(jax.random.PRNGKey(0))
+    states = []
+    for i, j in itertools.product(range(m), repeat=2):
+        occ = np.zeros(2 * m, np.int32)
+        occ[i], occ[m + j] = 1, 1
+        states.append(occ)
+    states = jnp.asarray(np.array(states))
+    kt = system.temperature
+    for t in (0, 13, 26):
+        e = np.asarray(system.level_energies[t])
+        energy = np.asarray(states) @ np.tile(e, 2)
+        logp = np.asarray(jax.vmap(van.log_prob, (None, 0, None, None))(params, states, None, t))
+        f_t = 2 * float(ideal.canonical_ideal_gas_dp(e, 1, kt)["F"])
+        np.testing.assert_allclose(logp, -(energy - f_t) / kt, atol=1e-9)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (2, 3)) * system.length
+    s = jax.random.uniform(jax.random.PRNGKey(2), (2, 3)) * system.length
+    wf = make_wavefunction(space, system.kvecs, system.length, True, (8,), spin_pairs=True)
+    wf_params = _perturb(wf.init(jax.random.PRNGKey(3), x, s), 0.3, 4)
+    occ = states[7]
+    for t in (0, 13, 26):
+        alone = make_wavefunction(space, system.kvecs[t], system.length, True, (8,),
+                                  spin_pairs=True)
+        np.testing.assert_allclose(np.array(wf.log_psi(wf_params, x, occ, s, t)),
+                                   np.array(alone.log_psi(wf_params, x, occ, s)), atol=1e-12)
+        g, lap = wf.derivatives(wf_params, x, occ, s, t)
+        g1, lap1 = alone.derivatives(wf_params, x, occ, s)
+        np.testing.assert_allclose(np.array(lap), np.array(lap1), atol=1e-10)
+    # twisted boundary conditions of twist t: psi(x_0 + L e_a) = exp(2 pi i t_a) psi(x)
+    t = 5
+    shifted = x.at[0, 0].add(system.length)
+    phase = (wf.log_psi(wf_params, shifted, occ, s, t)[1] - wf.log_psi(wf_params, x, occ, s, t)[1])
+    assert abs(np.angle(np.exp(1j * (float(phase) - 2 * np.pi * twists[t][0])))) < 1e-9
+
+
+def test_charges_off_with_a_twist_grid_give_the_twist_averaged_ideal_gas():
+    """--twists 2 (8 twists), --coupling 0, fresh models: each (S, twist) row's
+    k_B T (ln p(S) + ln p_t(n|S)) + E_loc is the protons' ideal F plus twist t's exact ideal F_t,
+    so the estimate is the protons' plus the twist-averaged exact ideal Fermi gas; the protons of
+    a group of 8 rows are one configuration, and the (S, n) proposal is taken or refused for
+    the whole group."""
+    from freeenergy.physics import ideal
+    from freeenergy.train.driver import build
+    cfg = _cfg(n=2, rs=2.0, temperature_K=100000.0, coupling=0.0, batch=16, mc_steps=3,
+               mc_thermalize=5, proton_flow_layers=3, backflow_hidden=[8], van_hidden=[8],
+               twists=2)
+    built = build(cfg)
+    system = built.system
+    state = built.init_state(jax.random.PRNGKey(cfg.seed))
+    new, stats = built.step(state, jax.random.PRNGKey(2), 1.0)
+    assert float(stats["update_norm"]) < 1e-9
+    ideal_gas = system.ideal_gas()
+    f_twists = [float(ideal.canonical_ideal_gas_dp(e, 1, system.temperature)["F"])
+                for e in system.level_energies]
+    assert abs(ideal_gas["F_electrons"] - np.mean(f_twists)) < 1e-12   # per electron, 1 per spin
+    assert abs(float(stats["F"]) / cfg.n - ideal_gas["F"]) < 1e-10
+    assert abs(float(stats["F_protons"]) / cfg.n - ideal_gas["F_protons"]) < 1e-10
+    s = np.asarray(new.sampler.s).reshape(2, 8, cfg.n, 3)
+    assert np.all(s == s[:, :1]) and not np.allclose(s[0], s[1])
+    draw = jax.jit(built.parts.sample)(new.params, new.sampler, jax.random.PRNGKey(3))
+    acc = np.asarray(draw.n_acceptance).reshape(2, 8)
+    assert np.all(acc == acc[:, :1])
+    s = np.asarray(draw.s).reshape(2, 8, cfg.n, 3)
+    assert np.all(s == s[:, :1])

@@ -17,6 +17,10 @@ VAN *is* the canonical ideal gas. Positions where the constraint leaves no choic
 ``r`` equal to the number of remaining levels) are forced, which makes every sample hold exactly
 the right particle numbers and the distribution exactly normalized.
 
+With several twists (hydrogen's ``--twists``), ``make_van(..., twist_energies=(K, M))`` keeps
+one exact ideal-gas base per twist's levels, and ``log_prob``/``sample`` take the twist's index;
+the correction network is shared (it tells the twists apart through the context).
+
 ``context`` (shape (c,), optional) is an extra conditioning input (hydrogen: features of the
 proton configuration, ``models.proton_features``); it enters the first hidden layer unmasked and,
 through a zero-initialized linear map, every output logit (so the first position sees it too).
@@ -154,8 +158,9 @@ class VAN:
     """Pure functions of a VAN (all for ONE configuration; vmap at the call site).
 
     init(key, context=None) -> params
-    log_prob(params, n, context=None) -> scalar          n: (D,) int 0/1
-    sample(params, key, context=None) -> (n (D,) int32, log_prob scalar)
+    log_prob(params, n, context=None, twist=0) -> scalar          n: (D,) int 0/1
+    sample(params, key, context=None, twist=0) -> (n (D,) int32, log_prob scalar)
+    (twist: index of the twist whose ideal-gas base is used; 0 when there is one)
     """
 
     space: OccupationSpace
@@ -165,12 +170,22 @@ class VAN:
     logits: Callable
 
 
-def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp.float64) -> VAN:
-    """Builds the VAN for the given occupation space (see module docstring)."""
+def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp.float64,
+             twist_energies: Optional[np.ndarray] = None) -> VAN:
+    """Builds the VAN for the given occupation space (see module docstring).
+
+    twist_energies: (K, M) level energies (Ha) of K twists with M levels each (the space's
+    particle numbers and beta); None: the space's own levels only."""
     size = space.size
     m = space.n_levels
-    base, must0, must1 = base_tables(space)
-    base = jnp.asarray(base, dtype)
+    if twist_energies is None:
+        twist_energies = np.asarray(space.energies)[None]
+    twist_energies = np.asarray(twist_energies, dtype=np.float64)
+    if twist_energies.ndim != 2 or twist_energies.shape[1] != m:
+        raise ValueError(f"twist_energies must be (K, {m}), got {twist_energies.shape}")
+    tables = [base_tables(dataclasses.replace(space, energies=e)) for e in twist_energies]
+    base = jnp.asarray(np.stack([t[0] for t in tables]), dtype)  # (K, n_species, M, r_max + 1)
+    _, must0, must1 = tables[0]  # forced choices depend only on the particle numbers
     must0 = jnp.asarray(must0)
     must1 = jnp.asarray(must1)
     species = np.repeat(np.arange(space.n_species), m)  # (D,)
@@ -186,11 +201,11 @@ def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp
     net = hk.without_apply_rng(hk.transform(
         lambda n, context=None: VANCorrection(size, hidden, name="van")(n, context)))
 
-    def logits(params, n, context=None):
+    def logits(params, n, context=None, twist=0):
         """Full conditional logits (D,), forced masks (D,), (D,) for occupation n (D,)."""
         placed = before_j @ n.astype(jnp.int32)  # (D,) particles of same species before i
         remaining = jnp.clip(n_tot_j - placed, 0, base.shape[-1] - 1)
-        b = base[species_j, levels_j, remaining]
+        b = base[twist][species_j, levels_j, remaining]
         f0 = must0[species_j, levels_j, remaining]
         f1 = must1[species_j, levels_j, remaining]
         return b + net.apply(params, n, context), f0, f1
@@ -201,8 +216,8 @@ def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp
         lp = jnp.where(n_i > 0, lp1, lp0)
         return jnp.where(f0 | f1, 0.0, lp)
 
-    def log_prob(params, n, context=None):
-        logit, f0, f1 = logits(params, n, context)
+    def log_prob(params, n, context=None, twist=0):
+        logit, f0, f1 = logits(params, n, context, twist)
         return jnp.sum(conditional_logp(logit, f0, f1, n))
 
     def init(key, context=None):
@@ -213,7 +228,7 @@ def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp
     direct_mask = jnp.asarray(direct_mask, dtype)
     n_hidden = len(hidden)
 
-    def sample(params, key, context=None):
+    def sample(params, key, context=None, twist=0):
         """Ancestral sampling with incremental MADE updates.
 
         Setting position i changes one input, so the first-layer and direct-layer
@@ -234,6 +249,7 @@ def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp
             pre0 = pre0 + context @ params["van/context"]["w"]
             dir0 = dir0 + context @ params["van/context_out"]["w"] + params["van/context_out"]["b"]
         keys = jax.random.split(key, size)
+        base_twist = base[twist]
 
         def body(carry, i):
             n, pre, dpre, placed = carry
@@ -243,7 +259,7 @@ def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp
             correction = h @ w_out[:, i] + b_out[i] + dpre[i]
             sp, lv = species_j[i], levels_j[i]
             remaining = jnp.clip(n_tot_j[i] - placed[sp], 0, base.shape[-1] - 1)
-            logit = base[sp, lv, remaining] + correction
+            logit = base_twist[sp, lv, remaining] + correction
             p1 = jax.nn.sigmoid(logit)
             u = jax.random.uniform(keys[i], dtype=p1.dtype)
             bit = jnp.where(must1[sp, lv, remaining], 1,
@@ -256,7 +272,7 @@ def make_van(space: OccupationSpace, hidden: Sequence[int] = (48, 48), dtype=jnp
         init = (jnp.zeros((size,), jnp.int32), pre0, dir0,
                 jnp.zeros((space.n_species,), jnp.int32))
         (n, _, _, _), _ = jax.lax.scan(body, init, jnp.arange(size))
-        return n, log_prob(params, n, context)
+        return n, log_prob(params, n, context, twist)
 
     return VAN(space=space, init=init, log_prob=log_prob, sample=sample, logits=logits)
 

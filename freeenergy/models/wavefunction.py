@@ -3,7 +3,9 @@
 For one configuration: x (N, dim) bohr with electrons ordered by spin species (the first
 n_per_species[0] electrons are species 0, ...), occupation vector n (D,) over the same spin-major
 sequence as the VAN. ``log_psi`` returns (ln|psi|, arg psi), both real scalars; psi is complex and
-obeys twisted boundary conditions psi(x_j + L e) = exp(2 pi i twist . e) psi(x).
+obeys twisted boundary conditions psi(x_j + L e) = exp(2 pi i twist . e) psi(x). With a grid of
+twists (hydrogen's ``--twists``), ``kvecs`` holds one level set per twist and ``log_psi`` and
+``derivatives`` take the twist's index; the backflow is the same for every twist.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
 
     Args:
       space: occupation space of the VAN (levels and particle numbers per species).
-      kvecs: (M, dim) wave vectors of the levels, 1/bohr (twist included).
+      kvecs: (M, dim) wave vectors of the levels, 1/bohr (twist included), or (K, M, dim): the
+        levels of K twists (index chosen by the ``twist`` argument).
       length: box side L, bohr.
       use_backflow: False gives bare plane-wave determinants (no parameters).
       hidden: widths of the backflow pair MLP.
@@ -61,7 +64,9 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
     slogdet = linalg.slogdet if batch_safe_linalg else jnp.linalg.slogdet
     inv = linalg.inv if batch_safe_linalg else jnp.linalg.inv
     kvecs = jnp.asarray(kvecs)
-    dim = kvecs.shape[1]
+    if kvecs.ndim == 2:
+        kvecs = kvecs[None]
+    dim = kvecs.shape[-1]
     counts = tuple(space.n_per_species)
     offsets = np.concatenate([[0], np.cumsum(counts)])
 
@@ -85,26 +90,22 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
             return {}
         return net.init(key, x, protons)
 
-    def log_psi(params, x, n, protons=None):
+    def log_psi(params, x, n, protons=None, twist=0):
+        """(ln|psi|, arg psi) of x (N, dim) for occupations n (D,) (twist: index into kvecs)."""
         z, logdet = backflow(params, x, protons)
-        occ = occupied_indices(n, space)
-        log_abs = 0.5 * logdet
-        phase = jnp.zeros((), x.dtype)
-        for s in range(len(counts)):
-            la, ph = slater_log(kvecs[occ[s]], z[offsets[s]:offsets[s + 1]], slogdet)
-            log_abs = log_abs + la
-            phase = phase + ph
-        return log_abs, phase
+        la, ph = slater_stack(z, n, twist)
+        return 0.5 * logdet + la, ph
 
-    def slater_stack(z, n):
+    def slater_stack(z, n, twist=0):
         occ = occupied_indices(n, space)
-        la_tot, ph_tot = 0.0, 0.0
+        k_twist = kvecs[twist]
+        la_tot, ph_tot = jnp.zeros((), z.dtype), jnp.zeros((), z.dtype)
         for s in range(len(counts)):
-            la, ph = slater_log(kvecs[occ[s]], z[offsets[s]:offsets[s + 1]], slogdet)
+            la, ph = slater_log(k_twist[occ[s]], z[offsets[s]:offsets[s + 1]], slogdet)
             la_tot, ph_tot = la_tot + la, ph_tot + ph
         return jnp.stack([la_tot, ph_tot])
 
-    def derivatives(params, x, n, protons=None):
+    def derivatives(params, x, n, protons=None, twist=0):
         """Exact gradient (2, N*dim) and Laplacian (2,) of (ln|psi|, arg psi) w.r.t. x.
 
         Uses the pair structure of the backflow (see PairBackflow): with J = dz/dx, G = J^-1,
@@ -118,7 +119,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
         dense contraction, no third derivatives of the whole network.
         """
         nd = x.size
-        z_fn = lambda z: slater_stack(z.reshape(x.shape), n)
+        z_fn = lambda z: slater_stack(z.reshape(x.shape), n, twist)
         if not use_backflow:
             g_z = jax.jacrev(z_fn)(x.reshape(-1))
             h_z = jax.jacfwd(jax.jacrev(z_fn))(x.reshape(-1))

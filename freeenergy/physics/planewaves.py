@@ -95,16 +95,37 @@ def _all_levels(dim, length, twist, e_max):
     return m[order], k[order], e[order]
 
 
-def make_plane_wave_basis(dim: int, length: float, cutoff: float, twist=None) -> PlaneWaveBasis:
+def make_plane_wave_basis(dim: int, length: float, cutoff: float, twist=None,
+                          n_states: int | None = None) -> PlaneWaveBasis:
     """Every plane wave with |k|^2/2 <= cutoff (Ha; a cutoff equal to a shell energy includes that
-    shell, relative tolerance 1e-12). length: box side (bohr); twist: (dim,) in [-0.5, 0.5] or None."""
+    shell, relative tolerance 1e-12). length: box side (bohr); twist: (dim,) in [-0.5, 0.5] or None.
+    n_states: keep only the n_states lowest of them (ties lexicographic in m, so the top shell
+    may be cut), e.g. to give every twist of a twist grid the same number of levels; the
+    basis's ``cutoff`` is then the energy of its highest state."""
     _check_box(dim, length)
     if not (cutoff > 0 and math.isfinite(cutoff)):
         raise ValueError(f"cutoff must be finite and > 0, got {cutoff}")
     twist = _check_twist(dim, twist)
     m, k, e = _all_levels(dim, length, twist, cutoff)
+    if n_states is not None:
+        if not 1 <= n_states <= e.size:
+            raise ValueError(f"n_states must lie in [1, {e.size}] (states below the cutoff), "
+                             f"got {n_states}")
+        m, k, e = m[:n_states], k[:n_states], e[:n_states]
+        cutoff = float(e[-1])
     return PlaneWaveBasis(dim=dim, length=float(length), twist=twist, cutoff=float(cutoff),
                           mvecs=m, kvecs=k, energies=e)
+
+
+def monkhorst_pack(k: int, dim: int) -> np.ndarray:
+    """The Monkhorst-Pack grid of k^dim twists (units of 2 pi / L): every component takes the
+    values (2 r - k - 1) / (2 k), r = 1..k (k = 1: the Gamma point; k = 2: +-1/4), so the grid is
+    symmetric under inversion and the twists' weights are equal (Monkhorst & Pack, Phys. Rev. B
+    13, 5188 (1976)). Returns (k^dim, dim), the last axis varying fastest."""
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be an integer >= 1, got {k}")
+    values = (2.0 * np.arange(1, int(k) + 1) - k - 1) / (2.0 * k)
+    return np.array(list(itertools.product(values, repeat=dim)), dtype=np.float64).reshape(-1, dim)
 
 
 def shell_energies(dim: int, length: float, twist, n_lowest: int) -> np.ndarray:

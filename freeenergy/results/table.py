@@ -106,10 +106,13 @@ def run_row(run: Run, extra: Optional[Callable[[Run], dict]] = None) -> dict:
         "T_Ha": t_ha, "T_K": der["temperature_K"],
         "theta": der.get("theta", cfg["theta"]) if electrons else None,
         "gamma": None if electrons else der.get("gamma", 1.0 / (rs * t_ha)),
-        "twist": list(cfg["twist"]), "n_twists": 1, "twists": [list(cfg["twist"])],
         "eval": "ok" if ev else "missing", "runs": [run.path],
         "_key": _point_key(cfg),
     }
+    # a run's twists: its one --twist, or the grid it averages itself (hydrogen --twists)
+    twists = [list(map(float, t)) for t in (der.get("twists") or [cfg["twist"]])]
+    row.update(twist=twists[0] if len(twists) == 1 else "average", n_twists=len(twists),
+               twists=twists, _twist_set=tuple(_twist_key(t) for t in twists))
     ideal = der.get("ideal_gas") or {}
     for q, key in zip(IDEAL, ("F", "E", "S")):
         row[q] = ideal.get(key)
@@ -137,7 +140,7 @@ def _average(rows: list[dict]) -> dict:
     over its runs; exact columns (ideal gas, extras) averaged the same way."""
     by_twist: dict = {}
     for row in rows:
-        by_twist.setdefault(_twist_key(row["twist"]), []).append(row)
+        by_twist.setdefault(row["_twist_set"], []).append(row)
 
     def combine(group: list[dict]) -> dict:
         out = dict(group[0])
@@ -152,14 +155,20 @@ def _average(rows: list[dict]) -> dict:
 
     per_twist = [combine(group) for group in by_twist.values()]
     point = combine(per_twist)
-    point["twists"] = [list(k) for k in by_twist]
-    point["n_twists"] = len(by_twist)
-    point["twist"] = point["twists"][0] if len(by_twist) == 1 else "average"
+    _set_twists(point, by_twist)
     point["runs"] = [p for r in rows for p in r["runs"]]
     point["eval_steps"] = sum(r["eval_steps"] for r in rows)
     point["eval_samples"] = sum(r["eval_samples"] for r in rows)
     point["checkpoint_step"] = min(r["checkpoint_step"] for r in rows)
     return point
+
+
+def _set_twists(point: dict, twist_sets) -> None:
+    """The point's twists: every twist of its runs' twist sets (a run's own --twist, or the
+    grid a hydrogen --twists run averages itself)."""
+    point["twists"] = [list(t) for key in twist_sets for t in key]
+    point["n_twists"] = len(point["twists"])
+    point["twist"] = point["twists"][0] if point["n_twists"] == 1 else "average"
 
 
 def point_rows(runs: list[Run], warn: Callable[[str], None] = lambda msg: None,
@@ -181,10 +190,7 @@ def point_rows(runs: list[Run], warn: Callable[[str], None] = lambda msg: None,
         if not done:
             point = dict(rows[0])
             point["runs"] = [p for r in rows for p in r["runs"]]
-            point["twists"] = [list(k) for k in dict.fromkeys(_twist_key(r["twist"]) for r in rows)]
-            point["n_twists"] = len(point["twists"])
-            if point["n_twists"] > 1:
-                point["twist"] = "average"
+            _set_twists(point, dict.fromkeys(r["_twist_set"] for r in rows))
             points.append(point)
             continue
         point = _average(done)

@@ -16,6 +16,13 @@ term), times ``coupling``. The models, per configuration:
 * psi_{n,S}(x) = Phi_n(z) |det dz/dx|^(1/2) with the backflow z(x; S) of ``models.backflow``:
   spin-aware electron-electron pairs plus an electron-proton term, exact analytic Laplacian.
 
+Twist averaging (``--twists K``): the K^3 Monkhorst-Pack twists each get their own levels, VAN
+base p_t(n|S) (one network, the twist in its context) and Slater determinants; a walker row is a
+(S, twist) pair, rows in groups of K^3 sharing one S (``samplers.twist_of_rows``), so the bound
+is E_S[k_B T ln p(S) + mean_t E_{n,x}[k_B T ln p_t(n|S) + E_loc,t]] with the same estimator
+over rows. The proton score rows are repeated over the group's twists, which makes the row
+formulas below give the group's gradient and Fisher matrix exactly (B rows = B/K^3 groups).
+
 Per step, on each shard's walkers: one step of the exact joint chain for (S, n, x)
 (``samplers.make_hydrogen_sampler``); ln p(S) and its score through the flow's inverse (exact
 implicit derivatives); ln p(n|S) and its score; E_loc; d ln psi. Then one gather of every walker's
@@ -47,7 +54,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from freeenergy import devices
-from freeenergy.config import Config
+from freeenergy.config import Config, ConfigError
 from freeenergy.hamiltonian import make_local_energy
 from freeenergy.models.proton_features import feature_vectors, structure_features
 from freeenergy.models.proton_flow import make_proton_flow
@@ -55,7 +62,7 @@ from freeenergy.models.van import default_hidden, make_van
 from freeenergy.models.wavefunction import make_wavefunction
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import (SamplerState, initial_positions, make_hydrogen_sampler,
-                                 make_metropolis, make_width_adaptation)
+                                 make_metropolis, make_width_adaptation, twist_of_rows)
 from freeenergy.system import make_system
 from freeenergy.train.step import (TrainState, _per_sample_flat, _shard_key, clip_to_mad,
                                    pack_rows, update_diagnostics)
@@ -70,6 +77,8 @@ class HydrogenParts:
       sample(params, sampler, key) -> ProtonDraw      (the joint chain, ``samplers``)
       local_energy(flow_params, x, n, s) -> (E_loc (b,) complex, {"kinetic", "potential"})
       scores(params, draw) -> (ln p(S) (b,), {"protons", "van", "re", "im"} score rows)
+    Rows are (S, twist) pairs in groups of n_twists (``samplers.twist_of_rows``); b must be a
+    multiple of n_twists.
     """
 
     sample: Callable
@@ -156,26 +165,39 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     system = make_system(cfg)
     el = system.electrons
     n, length, kt = cfg.n, system.length, system.temperature
+    n_twists = len(system.twist_systems)
+    per_shard = lay.per_shard(cfg.batch)
+    if per_shard % n_twists:
+        raise ConfigError(f"--batch {cfg.batch} gives {per_shard} walkers per shard "
+                          f"({lay.n_shards} shards), not a multiple of the {n_twists} twists of "
+                          f"--twists {cfg.twists}: use a multiple of {n_twists * lay.n_shards}")
     flow = make_proton_flow(n, 3, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
                             cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
                             splines=cfg.proton_flow_splines,
                             pair_expanding=cfg.proton_flow_expanding)
     gvecs = feature_vectors(length)
-    features = lambda s: structure_features(s, gvecs)
+    twist_table = jnp.asarray(system.twists)
+
+    def context(s, t):
+        """The VAN's conditioning: structure factors of S (and, with twists, the twist)."""
+        f = structure_features(s, gvecs)
+        return f if n_twists == 1 else jnp.concatenate([f, twist_table[t].astype(f.dtype)])
+
+    context_size = len(gvecs) + (0 if n_twists == 1 else 3)
     van_hidden = tuple(cfg.van_hidden) if cfg.van_hidden else default_hidden(el.space.size)
-    van = make_van(el.space, van_hidden)
-    wf = make_wavefunction(el.space, el.basis.kvecs, length, cfg.backflow, cfg.backflow_hidden,
+    van = make_van(el.space, van_hidden, twist_energies=system.level_energies)
+    wf = make_wavefunction(el.space, system.kvecs, length, cfg.backflow, cfg.backflow_hidden,
                            batch_safe_linalg=cfg.laplacian != "folx", spin_pairs=True)
     potential, proton_energy = make_hydrogen_potential(system.ewald, n)
     e_loc = make_local_energy(wf.log_psi, potential, cfg.coupling, cfg.laplacian, wf.derivatives)
     coupling = float(cfg.coupling)
 
-    van_sample = lambda p, key, s: van.sample(p, key, features(s))
-    van_log_prob = lambda p, n_, s: van.log_prob(p, n_, features(s))
-    log_abs = lambda p, x, ns: wf.log_psi(p, x, ns[0], ns[1])[0]
+    van_sample = lambda p, key, s, t: van.sample(p, key, context(s, t), t)
+    van_log_prob = lambda p, n_, s, t: van.log_prob(p, n_, context(s, t), t)
+    log_abs = lambda p, x, nst: wf.log_psi(p, x, nst[0], nst[1], nst[2])[0]
     metropolis = make_metropolis(log_abs, length, cfg.mc_steps)
     sample = make_hydrogen_sampler(flow.sample, van_sample, van_log_prob, log_abs, metropolis,
-                                   cfg.sampling)
+                                   cfg.sampling, n_twists)
     adapt = make_width_adaptation(length, cfg.mc_target_acceptance)
     optimizer = make_optimizer(
         cfg.optimizer, cfg.per_group(cfg.lr, cfg.lr_van, cfg.lr_flow, cfg.lr_protons),
@@ -183,24 +205,39 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
                                       cfg.sr_max_norm_flow, cfg.sr_max_norm_protons),
         cfg.lr_decay_steps or None, cfg.sr_solver, cfg.sr_cg_iters, cfg.sr_cg_tol)
     observables = make_hydrogen_observables(n, kt, system.volume, system.ideal_constant())
-    level_energies = jnp.asarray(np.tile(el.basis.energies, len(el.n_per_species)))
+    # (K, D) level energies of every position of the occupation sequence, per twist
+    level_energies = jnp.asarray(np.tile(system.level_energies, (1, len(el.n_per_species))))
     collectives = devices.Collectives(lay)
     chunk = cfg.eloc_chunk
+    rows_twist = lambda b: twist_of_rows(b, n_twists)
 
     def local_energy(p, x, occ, s):
-        return jax.lax.map(lambda t: e_loc(p, *t), (x, occ, s),
+        return jax.lax.map(lambda a: e_loc(p, *a), (x, occ, s, rows_twist(x.shape[0])),
                            batch_size=min(chunk, x.shape[0]))
+
+    def proton_log_prob(params, s, with_grad: bool):
+        """ln p(S) (b,) of every row (and the score rows (b, P_protons)), computed once per
+        group of n_twists rows and repeated over the group."""
+        s_groups = s[::n_twists]
+        if not with_grad:
+            logp = jax.vmap(flow.log_prob, (None, 0))(params["protons"], s_groups)
+            return jnp.repeat(logp, n_twists, axis=0)
+        logp, g_s = jax.vmap(jax.value_and_grad(flow.log_prob), (None, 0))(
+            params["protons"], s_groups)
+        rows = _per_sample_flat(g_s, s_groups.shape[0])
+        return jnp.repeat(logp, n_twists, axis=0), jnp.repeat(rows, n_twists, axis=0)
 
     def scores(params, draw):
         """ln p(S) (b,) and the score rows (b, P_group) of the three groups."""
-        logp_s, g_s = jax.vmap(jax.value_and_grad(flow.log_prob), (None, 0))(
-            params["protons"], draw.s)
-        g_van = jax.vmap(jax.grad(van_log_prob), (None, 0, 0))(params["van"], draw.n, draw.s)
+        logp_s, rows_s = proton_log_prob(params, draw.s, True)
         b = draw.x.shape[0]
-        rows = {"protons": _per_sample_flat(g_s, b), "van": _per_sample_flat(g_van, b)}
+        twist = rows_twist(b)
+        g_van = jax.vmap(jax.grad(van_log_prob), (None, 0, 0, 0))(params["van"], draw.n, draw.s,
+                                                                 twist)
+        rows = {"protons": rows_s, "van": _per_sample_flat(g_van, b)}
         if cfg.backflow:
-            jac = jax.vmap(jax.jacrev(lambda q, x, occ, s: jnp.stack(wf.log_psi(q, x, occ, s))),
-                           (None, 0, 0, 0))(params["flow"], draw.x, draw.n, draw.s)
+            jac = jax.vmap(jax.jacrev(lambda q, x, occ, s, t: jnp.stack(wf.log_psi(q, x, occ, s, t))),
+                           (None, 0, 0, 0, 0))(params["flow"], draw.x, draw.n, draw.s, twist)
             rows["re"] = _per_sample_flat(jax.tree.map(lambda a: a[:, 0], jac), b)
             rows["im"] = _per_sample_flat(jax.tree.map(lambda a: a[:, 1], jac), b)
         else:
@@ -209,8 +246,10 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
 
     def walker_terms(params, draw, logp_s):
         eloc, parts = local_energy(params["flow"], draw.x, draw.n, draw.s)
+        e_bare = jnp.sum(draw.n.astype(eloc.real.dtype)
+                         * level_energies[rows_twist(draw.x.shape[0])], axis=1)
         return {"logp_s": logp_s, "logp_n": draw.logp_n, "e_re": jnp.real(eloc),
-                "e_im": jnp.imag(eloc), "e_bare": draw.n.astype(eloc.real.dtype) @ level_energies,
+                "e_im": jnp.imag(eloc), "e_bare": e_bare,
                 "kinetic": parts["kinetic"], "potential": parts["potential"],
                 "v_pp": coupling * jax.vmap(proton_energy)(draw.s),
                 "acceptance": draw.acceptance, "n_acceptance": draw.n_acceptance,
@@ -238,7 +277,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     def make_eval(adapt_width: bool):
         def eval_step(params, sampler: SamplerState, key):
             draw = sample(params, sampler, _shard_key(key, collectives))
-            logp_s = jax.vmap(flow.log_prob, (None, 0))(params["protons"], draw.s)
+            logp_s = proton_log_prob(params, draw.s, False)
             packed, unpack = pack_rows(walker_terms(params, draw, logp_s))
             stats = observables(unpack(collectives.gather(packed)))
             width = adapt(sampler.width, stats["acceptance"]) if adapt_width else sampler.width
@@ -253,21 +292,22 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     eval_steps = {a: devices.shard_step(make_eval(a), (R, sampler_spec, R), (sampler_spec, R))
                   for a in (False, True)}
     width0 = cfg.mc_width if cfg.mc_width > 0 else 0.3 * cfg.rs
-    per_shard = lay.per_shard(cfg.batch)
 
     def thermalize_shard(params, sampler, key):
         """Protons from the flow, n from p(n|S), then ``mc_thermalize`` moves of x."""
         key = _shard_key(key, collectives)
         k_s, k_n, k_mc = jax.random.split(key, 3)
-        s, _ = jax.vmap(flow.sample, (None, 0))(params["protons"],
-                                                 jax.random.split(k_s, per_shard))
-        occ, _ = jax.vmap(van_sample, (None, 0, 0))(params["van"],
-                                                     jax.random.split(k_n, per_shard), s)
+        s, _ = jax.vmap(flow.sample, (None, 0))(
+            params["protons"], jax.random.split(k_s, per_shard // n_twists))
+        s = jnp.repeat(s, n_twists, axis=0)
+        twist = rows_twist(per_shard)
+        occ, _ = jax.vmap(van_sample, (None, 0, 0, 0))(
+            params["van"], jax.random.split(k_n, per_shard), s, twist)
         sampler = sampler._replace(n=occ, s=s)
         if cfg.mc_thermalize == 0:
             return sampler
         x, acceptance = make_metropolis(log_abs, length, cfg.mc_thermalize)(
-            params["flow"], sampler, (occ, s), k_mc)
+            params["flow"], sampler, (occ, s, twist), k_mc)
         mean_acc = collectives.sum(jnp.sum(acceptance)) / cfg.batch
         return sampler._replace(x=x, width=adapt(sampler.width, mean_acc))
 
@@ -276,7 +316,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     def init_params(key):
         k_p, k_van, k_flow = jax.random.split(key, 3)
         zeros = jnp.zeros((n, 3))
-        return {"protons": flow.init(k_p), "van": van.init(k_van, jnp.zeros(len(gvecs))),
+        return {"protons": flow.init(k_p), "van": van.init(k_van, jnp.zeros(context_size)),
                 "flow": wf.init(k_flow, zeros, zeros)}
 
     def global_state(key):

@@ -57,13 +57,16 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
     cfg, s = built.cfg, built.system
     n_el = s.n_particles
     series = {k: np.array([r[k] for r in records]) for k in records[0]}
+    # hydrogen --twists K: a sample is a proton configuration with its K^3 twists' electrons
+    n_twists = len(getattr(s, "twist_systems", ())) or 1
+    per_step = cfg.batch // n_twists
     result = {
         "system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs,
         "coupling": cfg.coupling,
         "temperature": s.temperature, "temperature_K": s.temperature / KB_HA_PER_K,
         "box_length": s.length, "volume": s.volume,
         "checkpoint_step": int(ckpt_step), "steps": len(records), "burn_in": int(burn_in),
-        "batch": cfg.batch, "samples": len(records) * cfg.batch, "seed": int(seed),
+        "batch": cfg.batch, "samples": len(records) * per_step, "seed": int(seed),
     }
     if cfg.system == "ueg":
         result.update(theta=cfg.theta, paramagnetic=cfg.paramagnetic, twist=cfg.twist,
@@ -71,13 +74,14 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
                       mc_steps=cfg.mc_steps)
     elif cfg.system == "hydrogen":
         result.update(theta=s.theta, paramagnetic=True, twist=cfg.twist,
+                      twists=s.twists.tolist(), n_twists=n_twists,
                       n_states=int(s.electrons.basis.n_states), sampling=cfg.sampling,
                       mc_steps=cfg.mc_steps, density_g_cm3=s.derived()["density_g_cm3"])
     else:
         result.update(gamma=s.gamma, sampling="exact (proton flow)")
     for q in PER_PARTICLE:
-        result[q] = _series_stats(series[q] / n_el, cfg.batch)
-    result["P"] = _series_stats(series["P"], cfg.batch)
+        result[q] = _series_stats(series[q] / n_el, per_step)
+    result["P"] = _series_stats(series["P"], per_step)
     if cfg.dim == 3:
         p = result["P"]
         result["P_GPa"] = {"mean": p["mean"] * HA_PER_BOHR3_IN_GPA,
@@ -101,11 +105,13 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
         result["units"].update(theta="k_B T / E_F", twist="2 pi / L")
     elif cfg.system == "hydrogen":
         for q in HYDROGEN_PARTS:
-            result[q] = _series_stats(series[q] / n_el, cfg.batch)
+            result[q] = _series_stats(series[q] / n_el, per_step)
             result["units"][q] = ("k_B" if q.startswith("S") else "hartree") + f" per {per}"
         result["E_protons"] = {"mean": float(series["E_protons"][0]) / n_el, "err": 0.0}
         result["units"].update(E_protons=f"hartree per {per}", theta="k_B T / E_F",
-                               twist="2 pi / L", density_g_cm3="g/cm^3")
+                               twist="2 pi / L", twists="2 pi / L",
+                               density_g_cm3="g/cm^3",
+                               samples="proton configurations (each with its twists' electrons)")
     else:
         result.update(_ocp_extras(result, series, built))
         result["units"].update(gamma="e^2 / (rs k_B T)", F_ex=f"hartree per {per}",
