@@ -249,16 +249,17 @@ def test_inconsistent_mpi_setup_is_a_clear_error(tmp_path, case):
 
 
 HYDROGEN = ["--system", "hydrogen", "--n", "2", "--rs", "1.5", "--temperature-K", "20000",
-            "--batch", "8", "--mc-steps", "3", "--mc-thermalize", "5", "--proton-flow-layers", "3",
+            "--batch", "16", "--twists", "2", "--mc-steps", "3", "--mc-thermalize", "5", "--proton-flow-layers", "3",
             "--proton-flow-hidden", "8", "--van-hidden", "8", "--backflow-hidden", "8",
             "--eloc-chunk", "4", "--seed", "3"]
 
 
 def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_resumes_on_one(mpi_available,
                                                                          tmp_path):
-    """Hydrogen's walkers carry protons too: a 2-rank run writes all 8 walkers' (S, n, x) into
-    one checkpoint, a second 2-rank launch resumes it exactly (the same log rows as an
-    uninterrupted run), and a single process takes over every walker."""
+    """Hydrogen's walkers carry protons too: a 2-rank run with 2x2x2 twists (one group of 8
+    (S, twist) rows per rank) writes all 16 walkers' (S, n, x) into one checkpoint, a second
+    2-rank launch resumes it exactly (the same log rows as an uninterrupted run), and a single
+    process takes over every walker, the groups' protons still shared by their twists."""
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
     for run, steps in ((whole, "4"), (split, "2")):
         proc = _mpi(2, ["freeenergy.py", "train", *HYDROGEN, "--steps", steps,
@@ -269,7 +270,11 @@ def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_resumes_on_one(mpi_a
     np.testing.assert_array_equal(_log_rows(split), _log_rows(whole))
     with np.load(os.path.join(whole, "checkpoints", "ckpt_00000004.npz")) as data:
         shapes = [data[k].shape for k in data.files if k.startswith("leaf_")]
-    assert (8, 2, 3) in shapes            # protons (and electrons) of all 8 walkers
+        walkers = [data[k] for k in data.files if k.startswith("leaf_")
+                   and data[k].shape == (16, 2, 3)]
+    assert len(walkers) == 2              # protons and electrons of all 16 walkers
+    shared = [np.all(w.reshape(2, 8, 2, 3) == w.reshape(2, 8, 2, 3)[:, :1]) for w in walkers]
+    assert sorted(shared) == [False, True]   # each group's 8 twists hold one S, their own x
     single = subprocess.run([sys.executable, "freeenergy.py", "train", "--resume", whole,
                              "--steps", "5"], cwd=ROOT, env=_env(), capture_output=True,
                             text=True, timeout=300)

@@ -35,6 +35,13 @@ def _system(dim, n_per_species, twist, backflow=True, scale=0.2, method="analyti
     return basis, space, wf, params, x, n
 
 
+def _grad_lap(wf, params, x, n, method, protons=None):
+    """grad_and_laplacian under jit (eager jax.hessian dispatches op by op: ~10x slower)."""
+    fn = jax.jit(lambda p, x_, n_, s: grad_and_laplacian(wf.log_psi, p, x_, n_, method, s,
+                                                         wf.derivatives))
+    return fn(params, x, n, protons)
+
+
 @pytest.mark.parametrize("dim,species", [(2, (3,)), (3, (2, 2))])
 def test_antisymmetry(dim, species):
     _, _, wf, params, x, n = _system(dim, species, [0.1] * dim)
@@ -67,7 +74,7 @@ def test_plane_wave_kinetic_energy_is_exact(method):
                                              method=method)
     potential = lambda y: 0.0 * jnp.sum(y)
     e_loc = make_local_energy(wf.log_psi, potential, 0.0, method, wf.derivatives)
-    energy, parts = e_loc(params, x, n)
+    energy, parts = jax.jit(e_loc)(params, x, n)
     eps = np.tile(basis.energies, 2)
     expected = float(np.asarray(n) @ eps)
     assert abs(float(jnp.real(energy)) - expected) < 1e-10
@@ -77,11 +84,11 @@ def test_plane_wave_kinetic_energy_is_exact(method):
 @pytest.mark.parametrize("dim,species", [(2, (3,)), (3, (2, 1))])
 def test_laplacians_match_hessian(dim, species):
     _, _, wf, params, x, n = _system(dim, species, [0.2] * dim)
-    ref_g, ref_lap = grad_and_laplacian(wf.log_psi, params, x, n, "hessian")
+    ref_g, ref_lap = _grad_lap(wf, params, x, n, "hessian")
     assert float(jnp.max(jnp.abs(ref_lap))) > 1.0  # a non-trivial backflow
     for method in ("analytic", "folx", "loop"):
         wf_m = _system(dim, species, [0.2] * dim, method=method)[2]
-        g, lap = grad_and_laplacian(wf_m.log_psi, params, x, n, method, None, wf_m.derivatives)
+        g, lap = _grad_lap(wf_m, params, x, n, method)
         np.testing.assert_allclose(g, ref_g, rtol=1e-9, atol=1e-9, err_msg=method)
         np.testing.assert_allclose(lap, ref_lap, rtol=1e-9, atol=1e-9, err_msg=method)
 
@@ -116,9 +123,9 @@ def test_analytic_laplacian_with_protons_and_spin_pairs_matches_hessian(dim, spe
                                           for l, k in zip(leaves, keys)])
     n, _ = make_van(space, (8,)).sample(make_van(space, (8,)).init(jax.random.PRNGKey(3)),
                                         jax.random.PRNGKey(4))
-    ref_g, ref_lap = grad_and_laplacian(wf.log_psi, params, x, n, "hessian", protons)
+    ref_g, ref_lap = _grad_lap(wf, params, x, n, "hessian", protons)
     assert float(jnp.max(jnp.abs(ref_lap))) > 1.0
-    g, lap = grad_and_laplacian(wf.log_psi, params, x, n, "analytic", protons, wf.derivatives)
+    g, lap = _grad_lap(wf, params, x, n, "analytic", protons)
     np.testing.assert_allclose(g, ref_g, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(lap, ref_lap, rtol=1e-9, atol=1e-9)
     # the proton term is felt: moving one proton changes psi
