@@ -102,7 +102,8 @@ def make_hydrogen_potential(ewald, n: int):
 
 def make_hydrogen_observables(n: int, temperature: float, volume: float, constant: float):
     """observables(t) -> whole-batch stats (totals; module docstring) from per-walker terms t:
-    logp_s, logp_n, e_re, kinetic, potential, v_pp, acceptance, n_acceptance, det_sign (B,)."""
+    logp_s, logp_n, e_re, kinetic, potential, v_pp, acceptance, n_acceptance, s_acceptance,
+    det_sign (B,)."""
     proton_kinetic = 1.5 * n * temperature
 
     def observables(t):
@@ -124,6 +125,7 @@ def make_hydrogen_observables(n: int, temperature: float, volume: float, constan
         one = jnp.ones((), f.dtype)
         stats.update(E_protons=proton_kinetic * one, acceptance=jnp.mean(t["acceptance"]),
                      n_acceptance=jnp.mean(t["n_acceptance"]),
+                     s_acceptance=jnp.mean(t["s_acceptance"]),
                      folded=jnp.mean((t["det_sign"] <= 0).astype(f.dtype)))
         return stats
 
@@ -253,6 +255,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
                 "kinetic": parts["kinetic"], "potential": parts["potential"],
                 "v_pp": coupling * jax.vmap(proton_energy)(draw.s),
                 "acceptance": draw.acceptance, "n_acceptance": draw.n_acceptance,
+                "s_acceptance": draw.s_acceptance,
                 "det_sign": jax.vmap(wf.det_sign, (None, 0, 0))(params["flow"], draw.x, draw.s)}
 
     def train_step(state: TrainState, key, update_scale):
