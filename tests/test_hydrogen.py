@@ -157,6 +157,14 @@ def test_proton_score_function_gradient_matches_the_pathwise_gradient():
     np.testing.assert_allclose(rows["protons"], (o - o.mean(0)) / math.sqrt(batch), atol=1e-12)
 
 
+def _one_per_spin_states(m: int) -> jnp.ndarray:
+    """Every occupation (m*m, 2m) of one electron per spin in m levels per spin."""
+    states = np.zeros((m * m, 2 * m), np.int32)
+    for row, (i, j) in enumerate(itertools.product(range(m), repeat=2)):
+        states[row, i] = states[row, m + j] = 1
+    return jnp.asarray(states)
+
+
 def test_conditional_van_gradient_matches_exact_enumeration():
     """p(n|S) at a fixed proton configuration, 1 electron per spin: the score-function
     gradient of E_n[k_B T ln p(n|S) + E(n)] from ``hydrogen_gradients`` (large batch) against
@@ -171,12 +179,7 @@ def test_conditional_van_gradient_matches_exact_enumeration():
     params = _perturb(van.init(jax.random.PRNGKey(5), context), 0.5, 6)
     m = space.n_levels
     levels = np.tile(np.asarray(system.electrons.basis.energies), 2)
-    states = []
-    for i, j in itertools.product(range(m), repeat=2):
-        occ = np.zeros(2 * m, np.int32)
-        occ[i], occ[m + j] = 1, 1
-        states.append(occ)
-    states = jnp.asarray(np.array(states))
+    states = _one_per_spin_states(m)
     energy = jnp.asarray(states @ levels) + 0.3 * jnp.asarray(states[:, 0])  # any E(n)
 
     def bound(p):
@@ -330,12 +333,7 @@ def test_twist_grid_levels_van_bases_and_determinants_are_each_twists_own():
     space = system.electrons.space
     van = make_van(space, (8,), twist_energies=system.level_energies)
     params = van.init(jax.random.PRNGKey(0))
-    states = []
-    for i, j in itertools.product(range(m), repeat=2):
-        occ = np.zeros(2 * m, np.int32)
-        occ[i], occ[m + j] = 1, 1
-        states.append(occ)
-    states = jnp.asarray(np.array(states))
+    states = _one_per_spin_states(m)
     kt = system.temperature
     for t in (0, 13, 26):
         e = np.asarray(system.level_energies[t])
