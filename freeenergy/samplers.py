@@ -31,12 +31,14 @@ SAMPLING_MODES = ("joint", "redraw")
 class SamplerState(NamedTuple):
     """x: (B, N, dim) walker positions (bohr); n: (B, D) int32 occupations of each walker;
     width: scalar Metropolis step width (bohr); s: (B, Np, dim) proton positions of each walker
-    (bohr; hydrogen only, else None)."""
+    (bohr; hydrogen only, else None); s_width: scalar width (bohr) of the protons' local moves
+    (hydrogen only)."""
 
     x: jnp.ndarray
     n: jnp.ndarray
     width: jnp.ndarray
     s: Optional[jnp.ndarray] = None
+    s_width: Optional[jnp.ndarray] = None
 
 
 class Draw(NamedTuple):
@@ -134,7 +136,8 @@ class ProtonDraw(NamedTuple):
     """One step of the hydrogen chain for b walkers: s (b, Np, dim) protons (bohr), n (b, D)
     occupations, logp_n (b,) ln p(n|s) under the current VAN, x (b, N, dim) electrons (bohr),
     acceptance (b,) of the x moves, n_acceptance (b,) 1.0 where the occupation proposal was
-    taken, s_acceptance (b,) 1.0 where the proton proposal was taken. With K twists, walkers
+    taken, s_acceptance (b,) 1.0 where the fresh proton sample was taken, s_local_acceptance (b,)
+    1.0 where the local proton move was taken. With K twists, walkers
     come in groups of K consecutive rows (row r has twist r mod K) that share their protons s."""
 
     s: jnp.ndarray
@@ -144,6 +147,7 @@ class ProtonDraw(NamedTuple):
     acceptance: jnp.ndarray
     n_acceptance: jnp.ndarray
     s_acceptance: Optional[jnp.ndarray] = None
+    s_local_acceptance: Optional[jnp.ndarray] = None
 
 
 def twist_of_rows(batch: int, n_twists: int) -> jnp.ndarray:
@@ -154,17 +158,25 @@ def twist_of_rows(batch: int, n_twists: int) -> jnp.ndarray:
 
 def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log_prob: Callable,
                           log_abs_fn: Callable, metropolis: Callable,
-                          mode: str = "joint", n_twists: int = 1) -> Callable:
+                          mode: str = "joint", n_twists: int = 1,
+                          proton_log_prob: Optional[Callable] = None,
+                          length: Optional[float] = None) -> Callable:
     """Builds ``sample(params, state, key) -> ProtonDraw``: the chain for the joint distribution
     p(S) prod_t p_t(n_t|S) |psi_{t,n_t,S}(x_t)|^2 of protons, occupations and electrons
     (params: {"protons", "van", "flow"}). K = ``n_twists`` twists: the walkers form groups of K
     rows (``twist_of_rows``) holding one S and, per twist t, their own (n_t, x_t); the target's
     marginal for each twist is that twist's joint distribution (K = 1: one row per S).
 
-    "joint" (exact), three Metropolis-Hastings moves per step, each leaving the target invariant:
+    "joint" (exact), Metropolis-Hastings moves each leaving the target invariant:
       1. protons: a fresh exact flow sample S' ~ p(S) per group, the occupations kept, accepted
          for the whole group with min(1, prod_t [p_t(n_t|S') |psi_{t,n_t,S'}(x_t)|^2] /
          [p_t(n_t|S) |psi_{t,n_t,S}(x_t)|^2]) (p(S) of target and proposal cancel);
+         then, with ``proton_log_prob`` given, a local move S'' = S + s_width * gaussian
+         (every proton, wrapped into the box: a symmetric proposal) accepted per group with the
+         same ratio times p(S'')/p(S). The fresh sample mixes S at once when accepted, but
+         its acceptance falls as the electrons learn to follow the protons (product over K
+         twists); the local move keeps S moving at a rate set by s_width, which the caller
+         adapts (``state.s_width``);
       2. occupations: n'_t ~ p_t(n|S) per row at the kept S, accepted row by row with
          min(1, |psi_{t,n',S}(x_t)|^2 / |psi_{t,n,S}(x_t)|^2) (given S the twists are
          independent; p_t cancels);
@@ -178,6 +190,9 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
 
     Args:
       proton_sample: (proton_params, key) -> (s (Np, dim), ln p(s)).
+      proton_log_prob: (proton_params, s (b, Np, dim)) -> ln p(s) (b,) for a batch (the flow's
+        exact density through its inverse); None: no local proton move.
+      length: box side (bohr), to wrap the local moves.
       van_sample: (van_params, key, s, t) -> (n (D,), ln p_t(n|s)).
       van_log_prob: (van_params, n, s, t) -> ln p_t(n|s).
       log_abs_fn: (flow_params, x, (n, s, t)) -> ln|psi_{t,n,s}(x)|.
@@ -196,7 +211,7 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
         return jnp.repeat(v.reshape(groups, k).sum(axis=1), k)
 
     def sample(params, state: SamplerState, key) -> ProtonDraw:
-        k_s, k_van, k_acc_s, k_acc_n, k_mc = jax.random.split(key, 5)
+        k_s, k_van, k_acc_s, k_acc_n, k_mc, k_loc, k_acc_loc = jax.random.split(key, 7)
         batch = state.x.shape[0]
         groups = batch // k
         twist = twist_of_rows(batch, k)
@@ -208,7 +223,8 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
             x, acceptance = metropolis(params["flow"], state, (n, s_new, twist), k_mc, None)
             ones = jnp.ones((batch,), dtype)
             return ProtonDraw(s=s_new, n=n, logp_n=logp, x=x, acceptance=acceptance,
-                              n_acceptance=ones, s_acceptance=ones)
+                              n_acceptance=ones, s_acceptance=ones,
+                              s_local_acceptance=jnp.zeros((batch,), dtype))
         # 1. protons, occupations kept
         lp_old = log_prob(params["van"], state.n, state.s, twist)
         lp_s = log_prob(params["van"], state.n, s_new, twist)
@@ -219,17 +235,34 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
         take_s = log_u < log_ratio
         s = jnp.where(take_s[:, None, None], s_new, state.s)
         la = jnp.where(take_s, la_s, la_old)
+        lp_n = jnp.where(take_s, lp_s, lp_old)
+        if proton_log_prob is not None:
+            s_loc = jnp.mod(s + state.s_width * jax.random.normal(k_loc, s.shape, dtype), length)
+            s_loc = jnp.repeat(s_loc[::k], k, axis=0)   # one move per group
+            lps = proton_log_prob(params["protons"], jnp.concatenate([s[::k], s_loc[::k]]))
+            d_lps = jnp.repeat(lps[groups:] - lps[:groups], k)
+            lp_loc = log_prob(params["van"], state.n, s_loc, twist)
+            la_loc = log_abs(params["flow"], state.x, (state.n, s_loc, twist))
+            log_ratio = d_lps / k + lp_loc - lp_n + 2.0 * (la_loc - la)   # d_lps counted once
+            log_u = jnp.repeat(jnp.log(jax.random.uniform(k_acc_loc, (groups,), dtype)), k)
+            take_loc = log_u < group_sum(log_ratio, groups)
+            s = jnp.where(take_loc[:, None, None], s_loc, s)
+            la = jnp.where(take_loc, la_loc, la)
+            lp_n = jnp.where(take_loc, lp_loc, lp_n)
+        else:
+            take_loc = jnp.zeros((batch,), bool)
         # 2. occupations at the kept protons, row by row
         n_new, logp_new = draw_n(params["van"], jax.random.split(k_van, batch), s, twist)
         la_n = log_abs(params["flow"], state.x, (n_new, s, twist))
         log_u = jnp.log(jax.random.uniform(k_acc_n, (batch,), dtype))
         take_n = log_u < 2.0 * (la_n - la)
         n = jnp.where(take_n[:, None], n_new, state.n)
-        logp = jnp.where(take_n, logp_new, jnp.where(take_s, lp_s, lp_old))
+        logp = jnp.where(take_n, logp_new, lp_n)
         la = jnp.where(take_n, la_n, la)
         x, acceptance = metropolis(params["flow"], state, (n, s, twist), k_mc, la)
         return ProtonDraw(s=s, n=n, logp_n=logp, x=x, acceptance=acceptance,
-                          n_acceptance=take_n.astype(dtype), s_acceptance=take_s.astype(dtype))
+                          n_acceptance=take_n.astype(dtype), s_acceptance=take_s.astype(dtype),
+                          s_local_acceptance=take_loc.astype(dtype))
 
     return sample
 

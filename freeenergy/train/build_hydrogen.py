@@ -126,6 +126,7 @@ def make_hydrogen_observables(n: int, temperature: float, volume: float, constan
         stats.update(E_protons=proton_kinetic * one, acceptance=jnp.mean(t["acceptance"]),
                      n_acceptance=jnp.mean(t["n_acceptance"]),
                      s_acceptance=jnp.mean(t["s_acceptance"]),
+                     s_local_acceptance=jnp.mean(t["s_local_acceptance"]),
                      folded=jnp.mean((t["det_sign"] <= 0).astype(f.dtype)))
         return stats
 
@@ -199,7 +200,8 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     log_abs = lambda p, x, nst: wf.log_psi(p, x, nst[0], nst[1], nst[2])[0]
     metropolis = make_metropolis(log_abs, length, cfg.mc_steps)
     sample = make_hydrogen_sampler(flow.sample, van_sample, van_log_prob, log_abs, metropolis,
-                                   cfg.sampling, n_twists)
+                                   cfg.sampling, n_twists,
+                                   jax.vmap(flow.log_prob, (None, 0)), length)
     adapt = make_width_adaptation(length, cfg.mc_target_acceptance)
     optimizer = make_optimizer(
         cfg.optimizer, cfg.per_group(cfg.lr, cfg.lr_van, cfg.lr_flow, cfg.lr_protons),
@@ -255,7 +257,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
                 "kinetic": parts["kinetic"], "potential": parts["potential"],
                 "v_pp": coupling * jax.vmap(proton_energy)(draw.s),
                 "acceptance": draw.acceptance, "n_acceptance": draw.n_acceptance,
-                "s_acceptance": draw.s_acceptance,
+                "s_acceptance": draw.s_acceptance, "s_local_acceptance": draw.s_local_acceptance,
                 "det_sign": jax.vmap(wf.det_sign, (None, 0, 0))(params["flow"], draw.x, draw.s)}
 
     def train_step(state: TrainState, key, update_scale):
@@ -271,11 +273,19 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
         updates, opt_state = optimizer.update(grads, state.opt_state, params, scores=rows)
         updates = jax.tree.map(lambda u: update_scale * u, updates)
         new_params = optax.apply_updates(params, updates)
-        width = adapt(state.sampler.width, stats["acceptance"])
-        stats["width"] = width
+        sampler = next_sampler(state.sampler, draw, stats, True)
         stats.update(update_diagnostics(updates, new_params))
-        sampler = SamplerState(x=draw.x, n=draw.n, width=width, s=draw.s)
         return TrainState(new_params, opt_state, sampler, state.step + 1), stats
+
+    def next_sampler(sampler: SamplerState, draw, stats: dict, adapt_widths: bool):
+        """The walkers after a step; the x and the local proton move widths adapted to their
+        acceptances (all walkers' means) when ``adapt_widths``."""
+        width, s_width = sampler.width, sampler.s_width
+        if adapt_widths:
+            width = adapt(width, stats["acceptance"])
+            s_width = adapt(s_width, stats["s_local_acceptance"])
+        stats.update(width=width, s_width=s_width)
+        return SamplerState(x=draw.x, n=draw.n, width=width, s=draw.s, s_width=s_width)
 
     def make_eval(adapt_width: bool):
         def eval_step(params, sampler: SamplerState, key):
@@ -283,13 +293,11 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
             logp_s = proton_log_prob(params, draw.s, False)
             packed, unpack = pack_rows(walker_terms(params, draw, logp_s))
             stats = observables(unpack(collectives.gather(packed)))
-            width = adapt(sampler.width, stats["acceptance"]) if adapt_width else sampler.width
-            stats["width"] = width
-            return SamplerState(x=draw.x, n=draw.n, width=width, s=draw.s), stats
+            return next_sampler(sampler, draw, stats, adapt_width), stats
         return eval_step
 
     W, R = devices.walker_spec(), devices.replicated()
-    sampler_spec = SamplerState(x=W, n=W, width=R, s=W)
+    sampler_spec = SamplerState(x=W, n=W, width=R, s=W, s_width=R)
     state_spec = TrainState(params=R, opt_state=R, sampler=sampler_spec, step=R)
     step = devices.shard_step(train_step, (state_spec, R, R), (state_spec, R))
     eval_steps = {a: devices.shard_step(make_eval(a), (R, sampler_spec, R), (sampler_spec, R))
@@ -328,7 +336,8 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
         x = initial_positions(k_x, cfg.batch, n, 3, length)
         s = initial_positions(k_s, cfg.batch, n, 3, length)   # replaced when thermalized
         sampler = SamplerState(x=x, n=jnp.zeros((cfg.batch, el.space.size), jnp.int32),
-                               width=jnp.asarray(width0, x.dtype), s=s)
+                               width=jnp.asarray(width0, x.dtype), s=s,
+                               s_width=jnp.asarray(0.05 * cfg.rs, x.dtype))
         return TrainState(params=params, opt_state=optimizer.init(params), sampler=sampler,
                           step=jnp.zeros((), jnp.int32))
 

@@ -473,7 +473,8 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
                 rate = timed / (time.time() - t_first) if timed > 0 else None
                 speed = (f"{rate:.3g} step/s  ETA {_format_time((cfg.steps - done) / rate)}"
                          if rate else "(first step: compiled)")
-                protons = f"/{st['s_acceptance']:.2f}" if "s_acceptance" in st else ""
+                protons = (f"/{st['s_acceptance']:.2f}/{st['s_local_acceptance']:.2f}"
+                           if "s_acceptance" in st else "")
                 print(f"step {done}/{cfg.steps}  F={row[1]:.6f}({row[2]:.1e})  E={row[3]:.6f}  "
                       f"S={row[7]:.4f}  acc={st['acceptance']:.2f}/{st['n_acceptance']:.2f}"
                       f"{protons}  {speed}", file=out, flush=True)

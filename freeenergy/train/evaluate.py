@@ -87,7 +87,8 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
         result["P_GPa"] = {"mean": p["mean"] * HA_PER_BOHR3_IN_GPA,
                            "err": p["err"] * HA_PER_BOHR3_IN_GPA}
     result["F_sample_std"] = float(np.sqrt(np.mean(series["F_var"]))) / n_el
-    for k in ("acceptance", "n_acceptance", "s_acceptance", "folded"):
+    for k in ("acceptance", "n_acceptance", "s_acceptance", "s_local_acceptance", "s_width",
+              "folded"):
         if k in series:
             result[k] = float(np.mean(series[k]))
     result["folded_max"] = float(np.max(series["folded"]))
@@ -165,7 +166,8 @@ def format_eval(r: dict) -> str:
         lines.append(f"  T = {r['temperature_K']:.6g} K (theta = {r['theta']:.4g}), "
                      f"{r['density_g_cm3']:.4g} g/cm^3; parts per {per}: {parts}")
     if r["system"] in ("ueg", "hydrogen"):
-        protons = (f", S {r['s_acceptance']:.2f}" if r.get("s_acceptance") is not None
+        protons = (f", S fresh {r['s_acceptance']:.2f} local {r['s_local_acceptance']:.2f} "
+                   f"(width {r['s_width']:.3g} bohr)" if r.get("s_acceptance") is not None
                    else "")
         lines.append(f"  acceptance x {r['acceptance']:.2f}, n {r['n_acceptance']:.2f}{protons}; "
                      f"folded walkers {r['folded']:.2%}")
