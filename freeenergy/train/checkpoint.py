@@ -85,7 +85,9 @@ def fill(template, leaves: list, path: str = "checkpoint"):
     refs, treedef = jax.tree.flatten(template)
     if len(leaves) != len(refs):
         raise ValueError(f"{path} holds {len(leaves)} arrays but the model expects "
-                         f"{len(refs)}: it was written by a different configuration")
+                         f"{len(refs)}: it was written by a different configuration or by "
+                         f"a code version with other state (compare code_version in its "
+                         f"config.json)")
     loaded = []
     for i, (arr, ref) in enumerate(zip(leaves, refs)):
         if arr.shape != np.shape(ref):
