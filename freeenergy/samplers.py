@@ -137,7 +137,8 @@ class ProtonDraw(NamedTuple):
     occupations, logp_n (b,) ln p(n|s) under the current VAN, x (b, N, dim) electrons (bohr),
     acceptance (b,) of the x moves, n_acceptance (b,) 1.0 where the occupation proposal was
     taken, s_acceptance (b,) 1.0 where the fresh proton sample was taken, s_local_acceptance (b,)
-    1.0 where the local proton move was taken. With K twists, walkers
+    1.0 where the local proton move was taken, logp_s (b,) ln p(s) of the kept protons when the
+    local move computed it (else None). With K twists, walkers
     come in groups of K consecutive rows (row r has twist r mod K) that share their protons s."""
 
     s: jnp.ndarray
@@ -148,6 +149,7 @@ class ProtonDraw(NamedTuple):
     n_acceptance: jnp.ndarray
     s_acceptance: Optional[jnp.ndarray] = None
     s_local_acceptance: Optional[jnp.ndarray] = None
+    logp_s: Optional[jnp.ndarray] = None
 
 
 def twist_of_rows(batch: int, n_twists: int) -> jnp.ndarray:
@@ -249,8 +251,9 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
             s = jnp.where(take_loc[:, None, None], s_loc, s)
             la = jnp.where(take_loc, la_loc, la)
             lp_n = jnp.where(take_loc, lp_loc, lp_n)
+            logp_s = jnp.repeat(jnp.where(take_loc[::k], lps[groups:], lps[:groups]), k)
         else:
-            take_loc = jnp.zeros((batch,), bool)
+            take_loc, logp_s = jnp.zeros((batch,), bool), None
         # 2. occupations at the kept protons, row by row
         n_new, logp_new = draw_n(params["van"], jax.random.split(k_van, batch), s, twist)
         la_n = log_abs(params["flow"], state.x, (n_new, s, twist))
@@ -262,7 +265,7 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
         x, acceptance = metropolis(params["flow"], state, (n, s, twist), k_mc, la)
         return ProtonDraw(s=s, n=n, logp_n=logp, x=x, acceptance=acceptance,
                           n_acceptance=take_n.astype(dtype), s_acceptance=take_s.astype(dtype),
-                          s_local_acceptance=take_loc.astype(dtype))
+                          s_local_acceptance=take_loc.astype(dtype), logp_s=logp_s)
 
     return sample
 

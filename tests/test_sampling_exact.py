@@ -115,6 +115,8 @@ def test_hydrogen_chain_with_twists_samples_the_joint_distribution_exactly():
     for i in range(30):
         draw = sample(params, state, jax.random.fold_in(key, i))
         state = state._replace(x=draw.x, n=draw.n, s=draw.s)
+    np.testing.assert_allclose(np.asarray(draw.logp_s),   # ln p of the kept protons
+                               np.asarray(proton_log_prob(None, draw.s)), atol=1e-12)
     s = np.asarray(draw.s)[:, 0, 0].reshape(groups, 2)
     assert np.all(s[:, 0] == s[:, 1])
     occ = np.asarray(draw.n)[:, 1].reshape(groups, 2)

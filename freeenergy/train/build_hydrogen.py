@@ -290,7 +290,9 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     def make_eval(adapt_width: bool):
         def eval_step(params, sampler: SamplerState, key):
             draw = sample(params, sampler, _shard_key(key, collectives))
-            logp_s = proton_log_prob(params, draw.s, False)
+            # ln p(S) of the kept protons: the sampler's local move has it (no second inverse)
+            logp_s = draw.logp_s if draw.logp_s is not None else proton_log_prob(params, draw.s,
+                                                                                 False)
             packed, unpack = pack_rows(walker_terms(params, draw, logp_s))
             stats = observables(unpack(collectives.gather(packed)))
             return next_sampler(sampler, draw, stats, adapt_width), stats
