@@ -276,8 +276,14 @@ def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_resumes_on_one(mpi_a
     shared = [np.all(w.reshape(2, 8, 2, 3) == w.reshape(2, 8, 2, 3)[:, :1]) for w in walkers]
     assert sorted(shared) == [False, True]   # each group's 8 twists hold one S, their own x
     single = subprocess.run([sys.executable, "freeenergy.py", "train", "--resume", whole,
-                             "--steps", "5"], cwd=ROOT, env=_env(), capture_output=True,
-                            text=True, timeout=300)
+                             "--steps", "5", "--eval-steps", "2"], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     rows = _log_rows(whole)
     assert rows.shape[0] == 5 and np.all(np.isfinite(rows))
+    with open(os.path.join(whole, "eval.json")) as fh:   # the frozen-parameter bound, twisted
+        ev = json.load(fh)
+    assert ev["n_twists"] == 8 and len(ev["twists"]) == 8 and ev["samples"] == 2 * 2
+    assert ev["checkpoint_step"] == 5 and np.isfinite(ev["F"]["mean"])
+    for k in ("n_acceptance", "s_acceptance", "s_local_acceptance"):
+        assert 0.0 <= ev[k] <= 1.0
