@@ -239,9 +239,11 @@ def make_hydrogen_sampler(proton_sample: Callable, van_sample: Callable, van_log
         la = jnp.where(take_s, la_s, la_old)
         lp_n = jnp.where(take_s, lp_s, lp_old)
         if proton_log_prob is not None:
-            s_loc = jnp.mod(s + state.s_width * jax.random.normal(k_loc, s.shape, dtype), length)
-            s_loc = jnp.repeat(s_loc[::k], k, axis=0)   # one move per group
-            lps = proton_log_prob(params["protons"], jnp.concatenate([s[::k], s_loc[::k]]))
+            s_group = s[::k]                                  # one move per group
+            s_loc = jnp.mod(s_group + state.s_width * jax.random.normal(
+                k_loc, s_group.shape, dtype), length)
+            lps = proton_log_prob(params["protons"], jnp.concatenate([s_group, s_loc]))
+            s_loc = jnp.repeat(s_loc, k, axis=0)
             d_lps = jnp.repeat(lps[groups:] - lps[:groups], k)
             lp_loc = log_prob(params["van"], state.n, s_loc, twist)
             la_loc = log_abs(params["flow"], state.x, (state.n, s_loc, twist))
