@@ -287,3 +287,23 @@ def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_resumes_on_one(mpi_a
     assert ev["checkpoint_step"] == 5 and np.isfinite(ev["F"]["mean"])
     for k in ("n_acceptance", "s_acceptance", "s_local_acceptance"):
         assert 0.0 <= ev[k] <= 1.0
+
+
+def test_hydrogen_distributed_cg_sr_gives_the_single_shard_update(mpi_available):
+    """Hydrogen with --sr-solver cg on 2 ranks x 2 devices (2x2x2 twists: one group of 8 (S,
+    twist) rows per shard): no shard holds another's score rows of the proton flow, the VAN or
+    the √flow, yet the gradients equal the gathered estimator's and the SR updates of all three
+    groups equal the one-device update to round-off, the same on every rank."""
+    proc = _mpi(2, ["tests/mpi/hydrogen_equivalence.py", "32", "cg"], 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert line, proc.stdout + proc.stderr[-3000:]
+    r = json.loads(line[0][len("RESULT "):])
+    assert (r["n_ranks"], r["devices_per_rank"], r["rows_per_shard"]) == (2, 2, 8)
+    for group in ("protons", "van", "flow"):   # the quantities compared are non-trivial
+        assert r[f"norm_grad_{group}"] > 1e-2 and r[f"norm_update_{group}"] > 1e-4, r
+        assert r[f"rel_updates_{group}"] < 1e-8, r
+    assert abs(r["F"] - r["F_ref"]) <= 1e-13 * abs(r["F_ref"])
+    assert r["rel_stats"] < 1e-13 and r["rel_grads"] < 1e-12 and r["rel_grads_gathered"] < 1e-12
+    assert r["rel_updates_gathered"] < 1e-8 and r["rel_params"] < 1e-8
+    assert r["params_agree_across_ranks"]

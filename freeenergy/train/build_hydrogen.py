@@ -26,7 +26,10 @@ formulas below give the group's gradient and Fisher matrix exactly (B rows = B/K
 Per step, on each shard's walkers: one step of the exact joint chain for (S, n, x)
 (``samplers.make_hydrogen_sampler``); ln p(S) and its score through the flow's inverse (exact
 implicit derivatives); ln p(n|S) and its score; E_loc; d ln psi. Then one gather of every walker's
-row, and the same estimates and update on every shard:
+row, and the same estimates and update on every shard (with ``--sr-solver cg`` only the scalar
+terms are gathered: the score rows stay on their shard, the gradients and the score means are one
+sum over shards, and SR runs conjugate gradients on summed Fisher-vector products, so adding
+devices adds walker capacity even for the proton flow's tens of thousands of parameters):
 
     f_s = k_B T (ln p(S_s) + ln p(n_s|S_s)) + E_loc,s
     g_protons = mean[(f_s - mean f) d ln p(S_s)],  g_van = mean[(f_s - mean f) d ln p(n_s|S_s)]
@@ -77,6 +80,8 @@ class HydrogenParts:
       sample(params, sampler, key) -> ProtonDraw      (the joint chain, ``samplers``)
       local_energy(flow_params, x, n, s) -> (E_loc (b,) complex, {"kinetic", "potential"})
       scores(params, draw) -> (ln p(S) (b,), {"protons", "van", "re", "im"} score rows)
+      make_update(collectives, gather_scores) -> update(params, opt_state, draw, scale) ->
+        (params, opt_state, grads, updates, stats), the step after sampling
     Rows are (S, twist) pairs in groups of n_twists (``samplers.twist_of_rows``); b must be a
     multiple of n_twists.
     """
@@ -84,6 +89,7 @@ class HydrogenParts:
     sample: Callable
     local_energy: Callable
     scores: Callable
+    make_update: Callable
 
 
 def make_hydrogen_potential(ewald, n: int):
@@ -133,6 +139,20 @@ def make_hydrogen_observables(n: int, temperature: float, volume: float, constan
     return observables
 
 
+def hydrogen_coefficients(t: dict, temperature: float, clip_eloc: float = 0.0):
+    """Per-row weights (c, c_re, c_im), each (B,), of the gradient estimators from the whole
+    batch's scalar terms t (logp_s, logp_n, e_re, e_im, e_bare (B,)): g_protons = c @ o_protons,
+    g_van = c @ o_van (score functions with the batch-mean baseline) and g_flow = c_re @ o_re +
+    c_im @ o_im (VMC); E_loc clipped to ``clip_eloc`` mean absolute deviations (0: off)."""
+    batch = t["logp_s"].shape[0]
+    resid = t["e_re"] - t["e_bare"]
+    if clip_eloc > 0:
+        resid = clip_to_mad(resid, clip_eloc)
+    f = temperature * (t["logp_s"] + t["logp_n"]) + t["e_bare"] + resid
+    return ((f - jnp.mean(f)) / batch, 2.0 * (resid - jnp.mean(resid)) / batch,
+            2.0 * (t["e_im"] - jnp.mean(t["e_im"])) / batch)
+
+
 def hydrogen_gradients(params: dict, t: dict, temperature: float, clip_eloc: float = 0.0):
     """The three groups' gradients of the bound and their SR score rows (module docstring).
 
@@ -145,21 +165,45 @@ def hydrogen_gradients(params: dict, t: dict, temperature: float, clip_eloc: flo
     rows^T rows the group's Fisher matrix (centered scores / sqrt(B); flow: real and imaginary).
     """
     batch = t["logp_s"].shape[0]
-    resid = t["e_re"] - t["e_bare"]
-    if clip_eloc > 0:
-        resid = clip_to_mad(resid, clip_eloc)
-    f = temperature * (t["logp_s"] + t["logp_n"]) + t["e_bare"] + resid
-    c = (f - jnp.mean(f)) / batch
-    c_re = 2.0 * (resid - jnp.mean(resid)) / batch
-    c_im = 2.0 * (t["e_im"] - jnp.mean(t["e_im"])) / batch
+    c, c_re, c_im = hydrogen_coefficients(t, temperature, clip_eloc)
     flat = {"protons": c @ t["o_protons"], "van": c @ t["o_van"],
             "flow": c_re @ t["o_re"] + c_im @ t["o_im"]}
-    norm = jnp.sqrt(jnp.asarray(batch, f.dtype))
+    norm = jnp.sqrt(jnp.asarray(batch, c.dtype))
     center = lambda o: o - jnp.mean(o, axis=0)
     rows = {"protons": center(t["o_protons"]) / norm, "van": center(t["o_van"]) / norm,
             "flow": jnp.concatenate([center(t["o_re"]), center(t["o_im"])]) / norm}
     grads = {g: ravel_pytree(params[g])[1](flat[g]) for g in GROUPS}
     return grads, rows
+
+
+def distributed_hydrogen_gradients(params: dict, full: dict, rows: dict, temperature: float,
+                                   clip_eloc: float, collectives, start):
+    """``hydrogen_gradients`` with every score row kept on its shard (``--sr-solver cg``).
+
+    Args:
+      full: the whole batch's scalar terms (B,) (gathered); rows: THIS shard's b score rows
+        o_protons, o_van, o_re, o_im (b, P_g), the shard's rows being full's rows start..start+b.
+      collectives: ``devices.Collectives``; one ``sum`` of the weighted row sums and the row
+        sums (for the global centering) is the only communication.
+    Returns (grads, rows): the same gradients as ``hydrogen_gradients`` on the gathered batch,
+    and this shard's rows of each group's X (globally centered, divided by sqrt(B)).
+    """
+    batch = full["logp_s"].shape[0]
+    b = rows["o_van"].shape[0]
+    c, c_re, c_im = [jax.lax.dynamic_slice_in_dim(v, start, b)
+                     for v in hydrogen_coefficients(full, temperature, clip_eloc)]
+    o_p, o_v, o_re, o_im = rows["o_protons"], rows["o_van"], rows["o_re"], rows["o_im"]
+    parts = [c @ o_p, c @ o_v, c_re @ o_re + c_im @ o_im,
+             jnp.sum(o_p, 0), jnp.sum(o_v, 0), jnp.sum(o_re, 0), jnp.sum(o_im, 0)]
+    sizes = [v.shape[0] for v in parts]
+    g_p, g_v, g_f, s_p, s_v, s_re, s_im = jnp.split(collectives.sum(jnp.concatenate(parts)),
+                                                    np.cumsum(sizes)[:-1])
+    norm = jnp.sqrt(jnp.asarray(batch, c.dtype))
+    x = {"protons": (o_p - s_p / batch) / norm, "van": (o_v - s_v / batch) / norm,
+         "flow": jnp.concatenate([o_re - s_re / batch, o_im - s_im / batch]) / norm}
+    flat = {"protons": g_p, "van": g_v, "flow": g_f}
+    grads = {g: ravel_pytree(params[g])[1](flat[g]) for g in GROUPS}
+    return grads, x
 
 
 def build_hydrogen(cfg: Config, lay: devices.Layout):
@@ -260,19 +304,45 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
                 "s_acceptance": draw.s_acceptance, "s_local_acceptance": draw.s_local_acceptance,
                 "det_sign": jax.vmap(wf.det_sign, (None, 0, 0))(params["flow"], draw.x, draw.s)}
 
+    def make_update(coll: devices.Collectives, gather_scores: bool):
+        """update(params, opt_state, draw, update_scale) -> (params, opt_state, grads, updates,
+        stats) for ONE shard's rows of ``draw`` (a ``ProtonDraw``). ``gather_scores``: one
+        gather of every row's terms and score rows, then the same estimates and update on every
+        shard (the direct SR solve); False: only the scalar terms are gathered, each shard keeps
+        its score rows and the optimizer sums Fisher-vector products over shards (CG)."""
+
+        def update(params, opt_state, draw, update_scale=1.0):
+            logp_s, o = scores(params, draw)
+            terms = walker_terms(params, draw, logp_s)
+            score_rows = dict(o_protons=o["protons"], o_van=o["van"], o_re=o["re"],
+                              o_im=o["im"])
+            if gather_scores:
+                packed, unpack = pack_rows({**terms, **score_rows})
+                full = unpack(coll.gather(packed))
+                stats = observables(full)
+                grads, rows = hydrogen_gradients(params, full, kt, cfg.clip_eloc)
+                updates, opt_state = optimizer.update(grads, opt_state, params, scores=rows)
+            else:
+                packed, unpack = pack_rows(terms)
+                full = unpack(coll.gather(packed))
+                stats = observables(full)
+                b = draw.x.shape[0]
+                start = coll.shard_index() * b if coll.layout.n_shards > 1 else 0
+                grads, rows = distributed_hydrogen_gradients(params, full, score_rows, kt,
+                                                             cfg.clip_eloc, coll, start)
+                updates, opt_state = optimizer.update(grads, opt_state, params, scores=rows,
+                                                      reduce=coll.sum)
+            updates = jax.tree.map(lambda u: update_scale * u, updates)
+            return optax.apply_updates(params, updates), opt_state, grads, updates, stats
+
+        return update
+
+    update = make_update(collectives, cfg.sr_solver != "cg")
+
     def train_step(state: TrainState, key, update_scale):
-        params = state.params
-        draw = sample(params, state.sampler, _shard_key(key, collectives))
-        logp_s, o = scores(params, draw)
-        terms = walker_terms(params, draw, logp_s)
-        terms.update(o_protons=o["protons"], o_van=o["van"], o_re=o["re"], o_im=o["im"])
-        packed, unpack = pack_rows(terms)
-        full = unpack(collectives.gather(packed))
-        stats = observables(full)
-        grads, rows = hydrogen_gradients(params, full, kt, cfg.clip_eloc)
-        updates, opt_state = optimizer.update(grads, state.opt_state, params, scores=rows)
-        updates = jax.tree.map(lambda u: update_scale * u, updates)
-        new_params = optax.apply_updates(params, updates)
+        draw = sample(state.params, state.sampler, _shard_key(key, collectives))
+        new_params, opt_state, _, updates, stats = update(state.params, state.opt_state, draw,
+                                                          update_scale)
         sampler = next_sampler(state.sampler, draw, stats, True)
         stats.update(update_diagnostics(updates, new_params))
         return TrainState(new_params, opt_state, sampler, state.step + 1), stats
@@ -354,6 +424,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     n_params = {g: int(sum(np.prod(a.shape) for a in jax.tree.leaves(probe[g]))) for g in GROUPS}
     return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
                  init_state=init_state, to_local=to_local, step=step, n_params=n_params,
-                 parts=HydrogenParts(sample=sample, local_energy=local_energy, scores=scores),
+                 parts=HydrogenParts(sample=sample, local_energy=local_energy, scores=scores,
+                                   make_update=make_update),
                  eval_step=eval_steps[False], burn_in_step=eval_steps[True],
                  van_hidden=van_hidden)
