@@ -31,12 +31,19 @@ def main(argv=None) -> int:
     ap.add_argument("--splines", action="store_true", help="add spline couplings")
     ap.add_argument("--symmetric", action="store_true",
                     help="pair shifts with the symmetric bound (not expanding)")
-    ap.add_argument("--harmonics", type=int, default=3, help="pair-potential harmonics")
+    ap.add_argument("--harmonics", type=int, default=0,
+                    help="pair-potential harmonics K along a layer's axis (0: the code's default "
+                         "for this N, max(3, round(L/rs)))")
+    ap.add_argument("--features", type=int, default=0,
+                    help="harmonics m of the separations across the axis (0: the code's default "
+                         "for this N, max(2, round(L/(1.6 rs))))")
     ap.add_argument("--eval-batches", type=int, default=8, help="batches per evaluation")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     if min(args.n, args.steps, args.batch, args.layers, args.hidden, args.eval_batches) < 1:
         ap.error("--n, --steps, --batch, --layers, --hidden, --eval-batches must be >= 1")
+    if min(args.harmonics, args.features) < 0:
+        ap.error("--harmonics and --features must be >= 0")
     if not (args.gamma > 0 and args.lr > 0):
         ap.error("--gamma and --lr must be > 0")
 
@@ -49,11 +56,15 @@ def main(argv=None) -> int:
     from freeenergy.physics.box import box_length
     from freeenergy.physics.ewald import make_ewald
 
+    from freeenergy.config import pair_shift_resolution
     n, kt = args.n, 1.0 / args.gamma
+    harmonics, features = pair_shift_resolution(n, 3)
+    harmonics, features = args.harmonics or harmonics, args.features or features
     length = box_length(n, 1.0, 3)
     ewald = make_ewald(3, length, 1e-10)
     flow = make_proton_flow(n, 3, length, args.layers, args.hidden, 8, splines=args.splines,
-                            pair_harmonics=args.harmonics, pair_expanding=not args.symmetric)
+                            pair_harmonics=harmonics, pair_features=features,
+                            pair_expanding=not args.symmetric)
     params = flow.init(jax.random.PRNGKey(args.seed))
 
     def draw(p, key):
@@ -74,6 +85,8 @@ def main(argv=None) -> int:
         return optax.apply_updates(p, up), st
 
     evaluate = jax.jit(draw)
+    print(f"N = {n}, Gamma = {args.gamma:g}: {args.layers} {'spline + ' if args.splines else ''}"
+          f"pair-shift layers, harmonics K = {harmonics}, features m = {features}", flush=True)
     ln_volume = 3.0 * math.log(length)
     t0 = time.time()
     for i in range(1, args.steps + 1):

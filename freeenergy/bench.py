@@ -216,6 +216,7 @@ def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
     r = {"system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs,
          "gamma": built.system.gamma, "batch": cfg.batch, "optimizer": cfg.optimizer,
          "proton_flow": [cfg.proton_flow_layers, cfg.proton_flow_hidden, cfg.proton_flow_bins],
+         "proton_flow_resolution": [cfg.proton_flow_harmonics, cfg.proton_flow_features],
          "proton_flow_chunk": cfg.proton_flow_chunk,
          "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
          **summarize("step", times), "samples_per_s": cfg.batch / step_s,
@@ -251,6 +252,7 @@ def _run_bench_hydrogen(cfg: Config, repeats: int, warmup: int) -> dict:
          "mc_steps": cfg.mc_steps, "laplacian": cfg.laplacian, "optimizer": cfg.optimizer,
          "sr_solver": cfg.sr_solver, "n_states": int(el.basis.n_states),
          "proton_flow": [cfg.proton_flow_layers, cfg.proton_flow_hidden, cfg.proton_flow_bins],
+         "proton_flow_resolution": [cfg.proton_flow_harmonics, cfg.proton_flow_features],
          "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
          "walkers_per_device": per_device, "parts_batch": per_device,
          **summarize("step", times), **summarize("sampling", t_sample),
@@ -300,7 +302,8 @@ def format_bench(r: dict) -> str:
     if r["system"] == "ocp":
         lines = [
             f"bench ocp dim={r['dim']} n={r['n']} Gamma={r['gamma']:.4g} batch={r['batch']} "
-            f"proton flow layers/hidden/bins={r['proton_flow']} on {r['device']}",
+            f"proton flow layers/hidden/bins={r['proton_flow']} harmonics/features="
+            f"{r.get('proton_flow_resolution')} on {r['device']}",
             f"  params: protons={r['n_params']['protons']}; medians of {r['repeats']} repeats",
             _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
             f"x {r['devices_per_rank']} device(s)",

@@ -233,3 +233,29 @@ def test_chunked_flow_pass_gives_the_same_step():
                                    rtol=0, atol=1e-9)
         for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-7, atol=1e-9)
+
+
+def test_pair_shift_resolution_follows_the_box(tmp_path):
+    """The pair shifts' harmonics K along the axis and m across it scale with L/rs (so the
+    shortest wavelengths stay near rs and 1.6 rs at every N), explicit values are kept, the
+    built flow has them, and a run directory written before the options reads back as (3, 2)."""
+    import dataclasses
+    from freeenergy.config import pair_shift_resolution
+    from freeenergy.train.rundir import read_config
+    assert [pair_shift_resolution(n, 3) for n in (2, 8, 16, 54, 128)] == \
+        [(3, 2), (3, 2), (4, 3), (6, 4), (8, 5)]
+    assert pair_shift_resolution(3, 2) == (3, 2) and pair_shift_resolution(40, 2) == (11, 7)
+    cfg = _cfg(dim=3, n=16, proton_flow_layers=1)
+    assert (cfg.proton_flow_harmonics, cfg.proton_flow_features) == (4, 3)
+    assert _cfg(dim=3, n=16, proton_flow_harmonics=5).proton_flow_harmonics == 5
+    params = build(cfg).global_state(jax.random.PRNGKey(0)).params
+    amplitude = [v for k, v in params.items() if k.endswith("amplitude")]
+    embed = [v for k, v in params.items() if k.endswith("embed")]
+    assert amplitude and all(a["w"].shape[-1] == 4 + 1 for a in amplitude)   # K + 1 outputs
+    assert embed and all(e["w"].shape[0] == 2 * 3 for e in embed)   # (dim - 1) m features
+    saved = dataclasses.asdict(_cfg(dim=3, n=54))
+    del saved["proton_flow_harmonics"], saved["proton_flow_features"]
+    with open(tmp_path / "config.json", "w") as fh:
+        json.dump({"config": saved}, fh)
+    old = read_config(str(tmp_path))
+    assert (old.proton_flow_harmonics, old.proton_flow_features) == (3, 2)

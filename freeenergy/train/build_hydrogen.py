@@ -221,7 +221,9 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     flow = make_proton_flow(n, 3, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
                             cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
                             splines=cfg.proton_flow_splines,
-                            pair_expanding=cfg.proton_flow_expanding)
+                            pair_expanding=cfg.proton_flow_expanding,
+                            pair_harmonics=cfg.proton_flow_harmonics,
+                            pair_features=cfg.proton_flow_features)
     gvecs = feature_vectors(length)
     twist_table = jnp.asarray(system.twists)
 

@@ -31,6 +31,8 @@ from freeenergy.config import RESUME_MAY_CHANGE, Config, ConfigError, from_dict,
 from freeenergy.train import checkpoint
 
 LOCK_NAME = ".lock"
+# (harmonics, features) of the pair-shift layers in config.json files that predate the options
+LEGACY_PAIR_SHIFT = (3, 2)
 
 
 def read_config(run_dir: str) -> Config:
@@ -48,6 +50,10 @@ def read_config(run_dir: str) -> Config:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is damaged, not a run config ({type(exc).__name__}: "
                           f"{' '.join(str(exc).split())[:200]})") from None
+    if saved.get("system") in ("ocp", "hydrogen"):
+        # runs written before the pair shifts' resolution scaled with the box used (3, 2)
+        saved.setdefault("proton_flow_harmonics", LEGACY_PAIR_SHIFT[0])
+        saved.setdefault("proton_flow_features", LEGACY_PAIR_SHIFT[1])
     try:
         return validate(from_dict(saved))
     except ConfigError as exc:
