@@ -94,8 +94,11 @@ class PairBackflow(hk.Module):
 
     def __call__(self, x: jnp.ndarray, protons: Optional[jnp.ndarray] = None,
                  pair_derivatives: bool = False, with_sign: bool = False):
-        """Returns (z, logdet), or (z, logdet, sign of det dz/dx) with with_sign=True (a
-        bijection of the torus has sign +1 everywhere; -1 or 0 flags a folded map); with
+        """Returns (z, logdet), or (z, logdet, sign of det dz/dx, ep_min_det) with
+        with_sign=True (a bijection of the torus has sign +1 everywhere; -1 or 0 flags a folded
+        map; ep_min_det is the smallest over electrons j of det(I + sum_I B_jI), the
+        electron-proton term's one-body block alone, 1 without protons: <= 0 says that term by
+        itself folds the map, the failure measured for hydrogen); with
         pair_derivatives=True instead a dict with z (N, dim) and the
         masked pair tensors A (N, N, dim, dim) = d eta_a/d d_b, H (N, N, dim, dim, dim) =
         d^2 eta_a / d d_b d d_c and S (N, N, dim, dim) = sum_c d^3 eta_a / d d_b d d_c^2, which
@@ -119,16 +122,20 @@ class PairBackflow(hk.Module):
         jac = eta.jacobian(d) * offdiag[:, :, None, None]  # A_jk, (N, N, dim, dim)
         z = x + shift.sum(axis=1)
         diag_blocks = jac.sum(axis=1)  # (N, dim, dim)
+        ep_min_det = jnp.ones((), x.dtype)
         if xi is not None:
             dp = (x[:, None, :] - protons[None, :, :]).reshape(-1, dim)
             z = z + jax.vmap(xi)(dp).reshape(n, -1, dim).sum(axis=1)
-            diag_blocks = diag_blocks + jax.vmap(jax.jacfwd(xi))(dp).reshape(n, -1, dim, dim).sum(1)
+            ep_blocks = jax.vmap(jax.jacfwd(xi))(dp).reshape(n, -1, dim, dim).sum(1)
+            diag_blocks = diag_blocks + ep_blocks
+            if with_sign:
+                ep_min_det = jnp.min(_det3(jnp.eye(dim, dtype=x.dtype) + ep_blocks))
         eye = jnp.eye(n, dtype=x.dtype)
         full = (eye[:, :, None, None] * (jnp.eye(dim, dtype=x.dtype) + diag_blocks)[:, None, :, :]
                 - jac)  # (N, N, dim, dim) indexed [j, k, a, b] = dz_{j,a}/dx_{k,b}
         full = full.transpose(0, 2, 1, 3).reshape(n * dim, n * dim)
         sign, logdet = self.slogdet(full)
-        return (z, logdet, sign) if with_sign else (z, logdet)
+        return (z, logdet, sign, ep_min_det) if with_sign else (z, logdet)
 
     @staticmethod
     def _pair_derivatives(eta, xi, x, protons):
@@ -150,6 +157,13 @@ class PairBackflow(hk.Module):
             out["H1"] = per(h_fn, dim, dim, dim)
             out["S1"] = jnp.einsum("jabcc->jab", per(t_fn, dim, dim, dim, dim))
         return out
+
+
+def _det3(m: jnp.ndarray) -> jnp.ndarray:
+    """Determinants (...,) of (..., d, d) blocks, d = 2 or 3, by cofactors (no LAPACK call)."""
+    if m.shape[-1] == 2:
+        return m[..., 0, 0] * m[..., 1, 1] - m[..., 0, 1] * m[..., 1, 0]
+    return jnp.sum(m[..., 0, :] * jnp.cross(m[..., 1, :], m[..., 2, :]), axis=-1)
 
 
 class _PairFunction:

@@ -27,13 +27,16 @@ from freeenergy.models.van import OccupationSpace, occupied_indices
 class Wavefunction:
     """init(key, x) -> params; log_psi(params, x, n) -> (log_abs, phase); backflow(params, x) ->
     (z, logdet); det_sign(params, x) -> sign of det dz/dx (+1 where the map is locally a
-    bijection; the modulus in psi hides a fold, this reveals it); derivatives: see below."""
+    bijection; the modulus in psi hides a fold, this reveals it); fold_check(params, x, protons)
+    -> (that sign, the smallest det of one electron's electron-proton block alone: <= 0 when
+    that term by itself folds the map); derivatives: see below."""
 
     init: Callable
     log_psi: Callable
     backflow: Callable
     derivatives: Callable
     det_sign: Callable
+    fold_check: Callable
 
 
 def slater_log(kvecs_occ: jnp.ndarray, z: jnp.ndarray, slogdet=linalg.slogdet):
@@ -84,6 +87,12 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
         if not use_backflow:
             return jnp.ones((), x.dtype)
         return net.apply(params, x, protons, with_sign=True)[2]
+
+    def fold_check(params, x, protons=None):
+        """(sign of det dz/dx, smallest det of an electron's electron-proton block alone)."""
+        if not use_backflow:
+            return jnp.ones((), x.dtype), jnp.ones((), x.dtype)
+        return net.apply(params, x, protons, with_sign=True)[2:]
 
     def init(key, x, protons=None):
         if not use_backflow:
@@ -165,4 +174,4 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
         return grad, lap
 
     return Wavefunction(init=init, log_psi=log_psi, backflow=backflow, derivatives=derivatives,
-                        det_sign=det_sign)
+                        det_sign=det_sign, fold_check=fold_check)

@@ -109,7 +109,9 @@ def make_hydrogen_potential(ewald, n: int):
 def make_hydrogen_observables(n: int, temperature: float, volume: float, constant: float):
     """observables(t) -> whole-batch stats (totals; module docstring) from per-walker terms t:
     logp_s, logp_n, e_re, kinetic, potential, v_pp, acceptance, n_acceptance, s_acceptance,
-    det_sign (B,)."""
+    det_sign, ep_min_det (B,). ``folded`` is the fraction of walkers whose √flow has
+    det dz/dx <= 0, ``folded_ep`` that of walkers with an electron whose electron-proton block
+    alone, I + sum_I d xi/dd, has det <= 0 (the term that folded the measured runs)."""
     proton_kinetic = 1.5 * n * temperature
 
     def observables(t):
@@ -133,7 +135,8 @@ def make_hydrogen_observables(n: int, temperature: float, volume: float, constan
                      n_acceptance=jnp.mean(t["n_acceptance"]),
                      s_acceptance=jnp.mean(t["s_acceptance"]),
                      s_local_acceptance=jnp.mean(t["s_local_acceptance"]),
-                     folded=jnp.mean((t["det_sign"] <= 0).astype(f.dtype)))
+                     folded=jnp.mean((t["det_sign"] <= 0).astype(f.dtype)),
+                     folded_ep=jnp.mean((t["ep_min_det"] <= 0).astype(f.dtype)))
         return stats
 
     return observables
@@ -304,7 +307,8 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
                 "v_pp": coupling * jax.vmap(proton_energy)(draw.s),
                 "acceptance": draw.acceptance, "n_acceptance": draw.n_acceptance,
                 "s_acceptance": draw.s_acceptance, "s_local_acceptance": draw.s_local_acceptance,
-                "det_sign": jax.vmap(wf.det_sign, (None, 0, 0))(params["flow"], draw.x, draw.s)}
+                **dict(zip(("det_sign", "ep_min_det"), jax.vmap(wf.fold_check, (None, 0, 0))(
+                    params["flow"], draw.x, draw.s)))}
 
     def make_update(coll: devices.Collectives, gather_scores: bool):
         """update(params, opt_state, draw, update_scale) -> (params, opt_state, grads, updates,

@@ -426,11 +426,13 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
                 if lay.is_root and np.isfinite(row[1]):
                     writer.writerow([row[0]] + [f"{v:.12g}" for v in row[1:]])
                     log.flush()
+                ep = (f"; {st['folded_ep']:.1%} have an electron whose electron-proton "
+                      f"backflow block alone has det <= 0" if st.get("folded_ep") else "")
                 print(f"step {t + 1}: the flow is no longer a bijection: {st['folded']:.1%} of the "
                       f"walkers have det dz/dx <= 0 (limit --max-folded-fraction "
-                      f"{cfg.max_folded_fraction}); stopping without a checkpoint of this state "
-                      f"(last checkpoint kept); lower --lr-flow or --sr-max-norm-flow (exit 1)",
-                      file=out, flush=True)
+                      f"{cfg.max_folded_fraction}){ep}; stopping without a checkpoint of this "
+                      f"state (last checkpoint kept); lower --lr-flow or --sr-max-norm-flow "
+                      f"(exit 1)", file=out, flush=True)
                 return EXIT_FAILED
             problem = monitor.check(row[1], row[2], st["update_norm"], st["params_finite"] > 0.5)
             if problem:

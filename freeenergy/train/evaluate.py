@@ -88,7 +88,7 @@ def eval_result(records: list[dict], built, ckpt_step: int, burn_in: int, seed: 
                            "err": p["err"] * HA_PER_BOHR3_IN_GPA}
     result["F_sample_std"] = float(np.sqrt(np.mean(series["F_var"]))) / n_el
     for k in ("acceptance", "n_acceptance", "s_acceptance", "s_local_acceptance", "s_width",
-              "folded"):
+              "folded", "folded_ep"):
         if k in series:
             result[k] = float(np.mean(series[k]))
     result["folded_max"] = float(np.max(series["folded"]))
@@ -169,8 +169,10 @@ def format_eval(r: dict) -> str:
         protons = (f", S fresh {r['s_acceptance']:.2f} local {r['s_local_acceptance']:.2f} "
                    f"(width {r['s_width']:.3g} bohr)" if r.get("s_acceptance") is not None
                    else "")
+        ep = (f" ({r['folded_ep']:.2%} by the electron-proton term alone)"
+              if r.get("folded_ep") else "")
         lines.append(f"  acceptance x {r['acceptance']:.2f}, n {r['n_acceptance']:.2f}{protons}; "
-                     f"folded walkers {r['folded']:.2%}")
+                     f"folded walkers {r['folded']:.2%}{ep}")
     else:
         def pm(d):
             return "n/a" if d["mean"] is None else f"{d['mean']:.5f} +- {d['err'] or float('nan'):.1e}"
