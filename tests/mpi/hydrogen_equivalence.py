@@ -12,7 +12,6 @@ updates and statistics. Arguments: batch (default 32) and the SR solver (default
 rows of all three groups stay on their shard and SR runs distributed conjugate gradients).
 """
 
-import json
 import sys
 
 import freeenergy  # noqa: F401  (XLA flags)
@@ -23,6 +22,7 @@ from jax.flatten_util import ravel_pytree
 from freeenergy import devices
 from freeenergy.config import Config, validate
 from freeenergy.train.driver import build
+from report import report
 
 jax.config.update("jax_enable_x64", True)
 
@@ -86,11 +86,7 @@ def main(batch: int, solver: str):
         result[f"norm_update_{group}"] = float(np.linalg.norm(flat(ref[3][group])))
     result.update(F=float(got[4]["F"]), F_ref=float(ref[4]["F"]), n_ranks=lay.n_ranks,
                   devices_per_rank=lay.n_local, rows_per_shard=lay.per_shard(batch))
-    mine_params = flat(got[0])
-    same = np.array_equal(devices.bcast(mine_params), mine_params)
-    result["params_agree_across_ranks"] = not devices.any_rank(not same)
-    if lay.is_root:
-        print("RESULT " + json.dumps(result), flush=True)
+    report(lay, result, flat(got[0]))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ Arguments: batch (default 16) and the SR solver (default "direct"; "cg" keeps ea
 rows on that shard, so the sharded update then runs one allreduce per CG iteration).
 """
 
-import json
 import sys
 
 import freeenergy  # noqa: F401  (XLA flags)
@@ -25,6 +24,7 @@ from freeenergy.models.van import make_van
 from freeenergy.train.driver import build
 from freeenergy.samplers import Draw
 from freeenergy.train.step import make_update
+from report import report
 
 jax.config.update("jax_enable_x64", True)
 
@@ -78,12 +78,7 @@ def main(batch: int, solver: str):
         "flow_solve": ("cg" if solver == "cg" else
                        "parameter" if flat.size < 2 * batch else "sample"),
     })
-    # every rank must hold bit-identical new parameters (the update is replicated, not averaged)
-    mine = np.asarray(ravel_pytree(got[0])[0])
-    same = np.array_equal(devices.bcast(mine), mine)
-    result["params_agree_across_ranks"] = not devices.any_rank(not same)
-    if lay.is_root:
-        print("RESULT " + json.dumps(result), flush=True)
+    report(lay, result, np.asarray(ravel_pytree(got[0])[0]))
 
 
 if __name__ == "__main__":
