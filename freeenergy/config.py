@@ -159,8 +159,9 @@ HELP: dict[str, str] = {
                            "bounds on the liquid OCP (3D N=8, Gamma=10 and 50)",
     "proton_flow_expanding": "ocp and hydrogen: pair-shift layers whose Jacobian is bounded only on the "
                              "compressive side (eigenvalues in [0.05, 1 + 0.95 K], K the "
-                             "--proton-flow-harmonics, instead of [0.05, 1.95]), so one layer can open the correlation hole between close "
-                             "protons much further; --no-proton-flow-expanding: the symmetric "
+                             "--proton-flow-harmonics, instead of [0.05, 1.95]), so one layer "
+                             "can open the correlation hole between close protons much "
+                             "further; --no-proton-flow-expanding: the symmetric "
                              "bound. 3D N=8, Gamma=10: the bound after 100 steps equals that of "
                              "400 steps with the symmetric bound",
     "proton_flow_harmonics": "ocp and hydrogen: Fourier harmonics K of each pair-shift layer's pair "
