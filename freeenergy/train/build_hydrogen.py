@@ -68,7 +68,7 @@ from freeenergy.samplers import (SamplerState, initial_positions, make_hydrogen_
                                  make_metropolis, make_width_adaptation, twist_of_rows)
 from freeenergy.system import make_system
 from freeenergy.train.step import (TrainState, _per_sample_flat, _shard_key, clip_to_mad,
-                                   pack_rows, update_diagnostics)
+                                   pack_rows, sum_score_rows, update_diagnostics)
 
 GROUPS = ("protons", "van", "flow")
 
@@ -195,18 +195,13 @@ def distributed_hydrogen_gradients(params: dict, full: dict, rows: dict, tempera
     b = rows["o_van"].shape[0]
     c, c_re, c_im = [jax.lax.dynamic_slice_in_dim(v, start, b)
                      for v in hydrogen_coefficients(full, temperature, clip_eloc)]
-    o_p, o_v, o_re, o_im = rows["o_protons"], rows["o_van"], rows["o_re"], rows["o_im"]
-    parts = [c @ o_p, c @ o_v, c_re @ o_re + c_im @ o_im,
-             jnp.sum(o_p, 0), jnp.sum(o_v, 0), jnp.sum(o_re, 0), jnp.sum(o_im, 0)]
-    sizes = [v.shape[0] for v in parts]
-    g_p, g_v, g_f, s_p, s_v, s_re, s_im = jnp.split(collectives.sum(jnp.concatenate(parts)),
-                                                    np.cumsum(sizes)[:-1])
-    norm = jnp.sqrt(jnp.asarray(batch, c.dtype))
-    x = {"protons": (o_p - s_p / batch) / norm, "van": (o_v - s_v / batch) / norm,
-         "flow": jnp.concatenate([o_re - s_re / batch, o_im - s_im / batch]) / norm}
-    flat = {"protons": g_p, "van": g_v, "flow": g_f}
+    flat, x = sum_score_rows(collectives, batch, rows,
+                             {"protons": [(c, "o_protons")], "van": [(c, "o_van")],
+                              "flow": [(c_re, "o_re"), (c_im, "o_im")]})
+    centered = {"protons": x["o_protons"], "van": x["o_van"],
+                "flow": jnp.concatenate([x["o_re"], x["o_im"]])}
     grads = {g: ravel_pytree(params[g])[1](flat[g]) for g in GROUPS}
-    return grads, x
+    return grads, centered
 
 
 def build_hydrogen(cfg: Config, lay: devices.Layout):

@@ -301,25 +301,42 @@ def make_update(parts: StepParts, collectives) -> Callable:
         b = draw.logp.shape[0]
         batch = full["logp"].shape[0]
         start = collectives.shard_index() * b if collectives.layout.n_shards > 1 else 0
-        mine = [jax.lax.dynamic_slice_in_dim(c, start, b) for c in parts.coefficients(full)]
+        c_van, c_re, c_im = [jax.lax.dynamic_slice_in_dim(c, start, b)
+                             for c in parts.coefficients(full)]
         o_van, o_re, o_im = parts.scores(params, draw.x, draw.n)
         # data dependence on the gather above keeps the collectives ordered
-        local = jnp.concatenate([mine[0] @ o_van, mine[1] @ o_re + mine[2] @ o_im,
-                                 jnp.sum(o_van, 0), jnp.sum(o_re, 0), jnp.sum(o_im, 0)])
-        pv, pf = o_van.shape[1], o_re.shape[1]
-        g_van, g_flow, s_van, s_re, s_im = jnp.split(
-            collectives.sum(local), np.cumsum([pv, pf, pv, pf]))
-        norm = jnp.sqrt(jnp.asarray(batch, o_van.dtype))
-        rows = {"van": (o_van - s_van / batch) / norm,
-                "flow": jnp.concatenate([o_re - s_re / batch, o_im - s_im / batch]) / norm}
-        grads = {"van": ravel_pytree(params["van"])[1](g_van),
-                 "flow": ravel_pytree(params["flow"])[1](g_flow)}
+        flat, x = sum_score_rows(collectives, batch, {"o_van": o_van, "o_re": o_re, "o_im": o_im},
+                                 {"van": [(c_van, "o_van")],
+                                  "flow": [(c_re, "o_re"), (c_im, "o_im")]})
+        rows = {"van": x["o_van"], "flow": jnp.concatenate([x["o_re"], x["o_im"]])}
+        grads = {g: ravel_pytree(params[g])[1](flat[g]) for g in ("van", "flow")}
         updates, opt_state = parts.optimizer.update(grads, opt_state, params, scores=rows,
                                                     reduce=collectives.sum)
         updates = jax.tree.map(lambda u: update_scale * u, updates)
         return optax.apply_updates(params, updates), opt_state, grads, updates, stats
 
     return update_gathered if parts.gather_scores else update_distributed
+
+
+def sum_score_rows(collectives, batch: int, rows: dict, weights: dict):
+    """The score-row sums of SR with every row kept on its shard, in ONE sum over shards.
+
+    Args:
+      batch: B, the global number of rows; rows: name -> this shard's (b, P) score rows;
+      weights: group -> [(c (b,), row name), ...], this shard's slice of the estimator weights.
+    Returns (flat, centered): group -> the flat gradient sum over all shards' rows of
+    sum_s c[s] rows[s]; name -> this shard's rows minus the global column mean, divided by
+    sqrt(B) (the shard's part of the group's X, X^T X its Fisher matrix)."""
+    groups, names = sorted(weights), sorted(rows)
+    parts = [sum(c @ rows[name] for c, name in weights[g]) for g in groups]
+    parts += [jnp.sum(rows[name], axis=0) for name in names]
+    sizes = [v.shape[0] for v in parts]
+    total = jnp.split(collectives.sum(jnp.concatenate(parts)), np.cumsum(sizes)[:-1])
+    flat = dict(zip(groups, total[:len(groups)]))
+    norm = jnp.sqrt(jnp.asarray(batch, total[0].dtype))
+    centered = {name: (rows[name] - mean / batch) / norm
+                for name, mean in zip(names, total[len(groups):])}
+    return flat, centered
 
 
 def _shard_key(key, collectives):
