@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 SYSTEMS = ("ueg", "ocp", "hydrogen")
 LAPLACIANS = ("analytic", "folx", "loop")
+EP_BACKFLOWS = ("bounded", "free")  # hydrogen: kinds of the √flow's electron-proton term
 OPTIMIZERS = ("sr", "adam")
 SR_SOLVERS = ("direct", "cg")
 SAMPLINGS = ("joint", "redraw")
@@ -46,6 +47,7 @@ class Config:
     # --- models ---
     backflow: bool = True          # use the √flow backflow (False: bare plane waves)
     backflow_hidden: list = dataclasses.field(default_factory=lambda: [32, 32])
+    ep_backflow: str = "bounded"   # hydrogen: the √flow's electron-proton term, "bounded" (a potential's gradient that never folds the map) or "free" (a pair MLP summed over protons)
     van_hidden: Optional[list] = None  # VAN (MADE) hidden widths; None: two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions
     proton_flow_layers: int = 24   # ocp and hydrogen: layers of the proton flow (each moves one Cartesian axis; axes in turn)
     proton_flow_hidden: int = 32   # ocp and hydrogen: width of the proton flow's equivariant conditioner
@@ -193,6 +195,12 @@ HELP: dict[str, str] = {
     "backflow": "use the sqrt-flow pair backflow z(x); --no-backflow: bare plane waves (z = x)",
     "backflow_hidden": "hidden-layer widths of the backflow's pair networks, positive integers, "
                        "one per layer",
+    "ep_backflow": 'hydrogen: the electron-proton term of the sqrt-flow: "bounded" (default), '
+                   "the gradient of a soft maximum over protons of periodic radial potentials "
+                   "whose Hessian is bounded below, so that term alone never folds the map "
+                   '(I + its Jacobian >= 0.05 I for any protons); "free", a pair MLP summed over '
+                   "protons (runs written before this option), which folded the map where the "
+                   "compressive tails of several protons overlap",
     "van_hidden": "hidden-layer widths of the VAN (MADE), positive integers, one per layer; unset: "
                   "two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions "
                   "(both spins)",
@@ -501,6 +509,8 @@ def validate(cfg: Config) -> Config:
     _non_negative(cfg, "mc_width")
     if not _is_number(cfg.mc_target_acceptance) or not 0 < cfg.mc_target_acceptance < 1:
         raise ConfigError(f"--mc-target-acceptance must lie in (0, 1), got {cfg.mc_target_acceptance}")
+    if cfg.ep_backflow not in EP_BACKFLOWS:
+        raise ConfigError(f"--ep-backflow must be one of {EP_BACKFLOWS}, got {cfg.ep_backflow!r}")
     if cfg.laplacian not in LAPLACIANS:
         raise ConfigError(f"--laplacian must be one of {LAPLACIANS}, got {cfg.laplacian!r}")
     _positive_int(cfg, "eloc_chunk")

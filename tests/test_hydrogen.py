@@ -44,11 +44,31 @@ def test_config_defaults_and_refusals():
             _cfg(**bad)
     with pytest.raises(ConfigError, match="--lr-protons is an option of --system hydrogen"):
         validate(from_dict({"lr_protons": 0.1}))
+    assert cfg.ep_backflow == "bounded"
+    with pytest.raises(ConfigError, match="--ep-backflow must be one of"):
+        _cfg(ep_backflow="mlp")
     system = make_system(cfg)
     # T in K beside theta: k_B T / E_F with the paramagnetic E_F = (9 pi/4)^(2/3) / (2 rs^2)
     e_f = (9 * math.pi / 4) ** (2 / 3) / (2 * 1.25 ** 2)
     assert abs(system.theta - 6000 * 3.166811563e-6 / e_f) < 1e-12
     assert abs(system.derived()["density_g_cm3"] - 2.6946 / 1.25 ** 3) < 1e-3
+
+
+def test_run_directories_from_before_the_bounded_term_resume_with_the_free_one(tmp_path):
+    """config.json files written before --ep-backflow existed read back as "free" (the term
+    their checkpoints hold), new ones keep what they saved."""
+    import dataclasses
+    import json
+    from freeenergy.train.rundir import read_config
+    for saved_ep, expected in ((None, "free"), ("bounded", "bounded"), ("free", "free")):
+        saved = dataclasses.asdict(_cfg())
+        if saved_ep is None:
+            del saved["ep_backflow"]
+        else:
+            saved["ep_backflow"] = saved_ep
+        with open(tmp_path / "config.json", "w") as fh:
+            json.dump({"config": saved}, fh)
+        assert read_config(str(tmp_path)).ep_backflow == expected
 
 
 def _bcc(n_side: int, length: float) -> np.ndarray:
@@ -231,25 +251,29 @@ def test_charges_off_give_ideal_protons_plus_the_exact_ideal_fermi_gas():
     assert abs(float(stats["P"]) - 2 * float(stats["K"]) / (3 * built.system.volume)) < 1e-12
 
 
-def test_one_proton_and_one_electron_form_a_bound_state_near_minus_half_hartree():
+@pytest.mark.parametrize("ep,above", [("free", 0.05), ("bounded", 0.10)])
+def test_one_proton_and_one_electron_form_a_bound_state_near_minus_half_hartree(ep, above):
     """The electron-proton part of the √flow and the Coulomb energy of both charges: one proton
     fixed in a box of side 8 bohr and one electron in the k = 0 plane wave, whose density the
     backflow's electron-proton term alone must pile onto the proton (psi = |det dz/dx|^(1/2)).
     VMC (Adam on 2 E[(E_loc - <E_loc>) d ln psi]) for 300 steps, then the energy of the frozen
     wavefunction: the ground state of hydrogen is -0.5 Ha (a neutral, spherical atom in a box
     this large has negligible image interactions); without an exact cusp the bound lies a few
-    mHa to a few 10 mHa above it. The value is printed (pytest -s)."""
+    mHa to a few 10 mHa above it (free e-p term: -0.483). The bounded term (the default, which
+    cannot fold the map) must pay for the 160-fold density at the proton with compression
+    inside one periodic cell and reaches -0.43 (1500 steps: still -0.43 to -0.44): a bound state
+    (a uniform electron has -0.30), with `above` its allowance. The value is printed (-s)."""
     import optax
     from freeenergy.hamiltonian import make_local_energy
     from freeenergy.models.wavefunction import make_wavefunction
     from freeenergy.physics.occupations import OccupationSpace
     from freeenergy.physics.planewaves import make_plane_wave_basis
-    from freeenergy.samplers import SamplerState, make_metropolis
+    from freeenergy.samplers import SamplerState, make_metropolis, make_width_adaptation
 
     length, batch = 8.0, 256
     basis = make_plane_wave_basis(3, length, 1e-3, [0.0, 0.0, 0.0])   # the k = 0 state only
     space = OccupationSpace(energies=basis.energies, n_per_species=(1,), beta=1.0)
-    wf = make_wavefunction(space, basis.kvecs, length, True, (32, 32))
+    wf = make_wavefunction(space, basis.kvecs, length, True, (32, 32), ep=ep)
     proton = jnp.full((1, 3), length / 2)
     potential, _ = make_hydrogen_potential(make_ewald(3, length), 1)
     e_loc = make_local_energy(wf.log_psi, potential, 1.0, "analytic", wf.derivatives)
@@ -259,6 +283,7 @@ def test_one_proton_and_one_electron_form_a_bound_state_near_minus_half_hartree(
     params = wf.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)), proton)
     opt = optax.adam(optax.exponential_decay(3e-3, 200, 0.5))
     moves = make_metropolis(log_abs, length, 20)
+    adapt = make_width_adaptation(length)    # the code's own: clipped to [1e-4, L/2] bohr
 
     def energies(p, x):
         return jnp.real(jax.vmap(lambda xx: e_loc(p, xx, occ, proton)[0])(x))
@@ -272,12 +297,12 @@ def test_one_proton_and_one_electron_form_a_bound_state_near_minus_half_hartree(
         loss = lambda q: 2 * jnp.mean(jax.lax.stop_gradient(e - jnp.mean(e))
                                       * jax.vmap(lambda xx: log_abs(q, xx, None))(x))
         up, state = opt.update(jax.grad(loss)(p), state, p)
-        return optax.apply_updates(p, up), state, x, width * jnp.exp(jnp.mean(acc) - 0.5)
+        return optax.apply_updates(p, up), state, x, adapt(width, jnp.mean(acc))
 
     @jax.jit
     def measure(p, x, width, key):
         x, acc = moves(p, SamplerState(x=x, n=occ_b, width=width), occ_b, key)
-        return x, width * jnp.exp(jnp.mean(acc) - 0.5), energies(p, x)
+        return x, adapt(width, jnp.mean(acc)), energies(p, x)
 
     state = opt.init(params)
     x = jax.random.uniform(jax.random.PRNGKey(1), (batch, 1, 3)) * length
@@ -291,7 +316,7 @@ def test_one_proton_and_one_electron_form_a_bound_state_near_minus_half_hartree(
             means.append(float(jnp.mean(e)))
     energy, err = np.mean(means), np.std(means) / math.sqrt(len(means))
     print(f"\nH atom in an 8 bohr box: E = {energy:.4f} +- {err:.4f} Ha (exact -0.5)")
-    assert energy - 3 * err < -0.45 and energy > -0.5 - 3 * err - 0.005
+    assert energy - 3 * err < -0.5 + above and energy > -0.5 - 3 * err - 0.005
 
 
 def test_monkhorst_pack_twist_grid():

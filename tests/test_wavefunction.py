@@ -104,19 +104,22 @@ def test_local_energy_potential_is_ewald_and_periodic():
     assert abs(complex(energy2) - complex(energy)) < 1e-9
 
 
-@pytest.mark.parametrize("dim,species", [(2, (2, 2)), (3, (2, 1))])
-def test_analytic_laplacian_with_protons_and_spin_pairs_matches_hessian(dim, species):
-    """The electron-proton backflow term (one-body Jacobian blocks) and the spin-aware
-    electron-electron term: the analytic gradient and Laplacian of (ln|psi|, arg psi) against
-    the trace of jax.hessian of the whole wavefunction."""
+@pytest.mark.parametrize("dim,species,ep", [(2, (2, 2), "free"), (3, (2, 1), "free"),
+                                            (3, (2, 1), "bounded")])
+def test_analytic_laplacian_with_protons_and_spin_pairs_matches_hessian(dim, species, ep):
+    """The electron-proton backflow term (one-body Jacobian blocks; the free pair MLP and the
+    bounded potential's gradient) and the spin-aware electron-electron term: the analytic
+    gradient and Laplacian of (ln|psi|, arg psi) against the trace of jax.hessian of the whole
+    wavefunction."""
     basis = make_plane_wave_basis(dim, L, 3.0 * (2 * np.pi / L) ** 2, [0.2] * dim)
     space = OccupationSpace(energies=basis.energies, n_per_species=species, beta=1.0)
-    wf = make_wavefunction(space, basis.kvecs, L, True, (8, 8), spin_pairs=True)
+    wf = make_wavefunction(space, basis.kvecs, L, True, (8, 8), spin_pairs=True, ep=ep)
     x = jax.random.uniform(jax.random.PRNGKey(0), (sum(species), dim)) * L
     protons = jax.random.uniform(jax.random.PRNGKey(5), (3, dim)) * L
     params = wf.init(jax.random.PRNGKey(1), x, protons)
     # parameter names are what checkpoints hold: "backflow/ee" as in every earlier run
-    assert set(params) == {"backflow/ee", "backflow/ee_anti", "backflow/ep"}
+    assert set(params) == {"backflow/ee", "backflow/ee_anti",
+                           "backflow/ep" if ep == "free" else "backflow/ep_bounded"}
     leaves, treedef = jax.tree.flatten(params)
     keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
     params = jax.tree.unflatten(treedef, [l + 0.2 * jax.random.normal(k, l.shape)

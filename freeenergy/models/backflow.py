@@ -15,10 +15,13 @@ dz_j/dx_j = I + sum_k A_jk, dz_j/dx_k = -A_jk. This costs ``dim`` forward-mode p
 small pair MLP instead of ``N * dim`` passes of the whole backflow, which keeps the exact kinetic
 energy (which needs the Laplacian of ln|det J|) cheap.
 
-Optional ``protons`` (Np, dim) add an electron-proton term z_j += sum_I xi(x_j - R_I) with its own
-MLP: for electron j a function of x_j alone, so it adds only to the diagonal blocks of the Jacobian,
-dz_j/dx_j += sum_I B_jI, B_jI = d xi / d d (x_j - R_I), and the analytic Laplacian takes it as
-one-body blocks (``pair_derivatives`` returns them as A1, H1, S1).
+Optional ``protons`` (Np, dim) add an electron-proton term z_j += xi(x_j; S): for electron j a
+function of x_j alone, so it adds only to the diagonal blocks of the Jacobian, dz_j/dx_j +=
+d xi/dx_j, and the analytic Laplacian takes it as one-body blocks (``pair_derivatives`` returns
+them as A1, H1, S1). ``ep="free"``: xi = sum_I xi_1(x_j - R_I) with its own pair MLP, which can
+fold the map where the compressive tails of several protons overlap; ``ep="bounded"``: the
+gradient of a potential whose Hessian is bounded below by -(1 - margin) for any protons
+(``ep_shift``), so that term alone never folds it.
 
 ``spins`` (electrons per species, e.g. (N/2, N/2)) makes the electron-electron term spin-aware:
 pairs of opposite spin get their own MLP ("ee_anti"); same-spin pairs keep "ee".
@@ -34,6 +37,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from freeenergy import linalg
+from freeenergy.models.ep_shift import BoundedProtonShift
+
+EP_TERMS = ("free", "bounded")  # kinds of electron-proton term (see PairBackflow)
 
 
 def periodic_features(d: jnp.ndarray, length: float) -> jnp.ndarray:
@@ -80,9 +86,12 @@ class PairBackflow(hk.Module):
 
     def __init__(self, dim: int, length: float, hidden: Sequence[int] = (32, 32),
                  batch_safe_linalg: bool = True, spins: Optional[Sequence[int]] = None,
-                 name: Optional[str] = None):
+                 ep: str = "free", name: Optional[str] = None):
         super().__init__(name=name)
         self.dim, self.length, self.hidden = dim, float(length), tuple(hidden)
+        if ep not in EP_TERMS:
+            raise ValueError(f"ep must be one of {EP_TERMS}, got {ep!r}")
+        self.ep = ep
         # (N, N) 1.0 where electrons j, k have the same spin; None: one MLP for every pair
         if spins is not None and len(spins) > 1:
             species = np.repeat(np.arange(len(spins)), spins)
@@ -112,10 +121,13 @@ class PairBackflow(hk.Module):
         anti = (PairMLP(dim, self.length, self.hidden, name="ee_anti")(x.dtype)
                 if self.same_spin is not None else None)
         eta = _PairFunction(same, anti, self.same_spin)
-        xi = PairMLP(dim, self.length, self.hidden, name="ep")(x.dtype) if protons is not None \
-            else None
+        xi = None
+        if protons is not None:
+            xi = (BoundedProtonShift(dim, self.length, name="ep_bounded") if self.ep == "bounded" else
+                  PairMLP(dim, self.length, self.hidden, name="ep"))(x.dtype)
+            xi = self._one_body(xi, protons)
         if pair_derivatives:
-            return self._pair_derivatives(eta, xi, x, protons)
+            return self._pair_derivatives(eta, xi, x)
         d = x[:, None, :] - x[None, :, :]  # (N, N, dim)
         offdiag = (1.0 - jnp.eye(n, dtype=x.dtype))
         shift = eta(d) * offdiag[:, :, None]
@@ -124,9 +136,8 @@ class PairBackflow(hk.Module):
         diag_blocks = jac.sum(axis=1)  # (N, dim, dim)
         ep_min_det = jnp.ones((), x.dtype)
         if xi is not None:
-            dp = (x[:, None, :] - protons[None, :, :]).reshape(-1, dim)
-            z = z + jax.vmap(xi)(dp).reshape(n, -1, dim).sum(axis=1)
-            ep_blocks = jax.vmap(jax.jacfwd(xi))(dp).reshape(n, -1, dim, dim).sum(1)
+            z = z + jax.vmap(xi)(x)
+            ep_blocks = jax.vmap(jax.jacfwd(xi))(x)  # (N, dim, dim)
             diag_blocks = diag_blocks + ep_blocks
             if with_sign:
                 ep_min_det = jnp.min(_det3(jnp.eye(dim, dtype=x.dtype) + ep_blocks))
@@ -137,25 +148,31 @@ class PairBackflow(hk.Module):
         sign, logdet = self.slogdet(full)
         return (z, logdet, sign, ep_min_det) if with_sign else (z, logdet)
 
+    def _one_body(self, term, protons: jnp.ndarray):
+        """The electron-proton term as a one-body function x_j (dim,) -> displacement (dim,)
+        (bohr) for these protons (Np, dim): "free", sum_I xi(x_j - R_I) with the pair MLP
+        "ep"; "bounded", the gradient of a potential with I + Hess >= margin I
+        (``ep_shift.BoundedProtonShift``, parameters "ep_bounded")."""
+        if self.ep == "bounded":
+            return lambda xj: term(xj, protons)
+        return lambda xj: jax.vmap(term)(xj[None, :] - protons).sum(axis=0)
+
     @staticmethod
-    def _pair_derivatives(eta, xi, x, protons):
-        n, dim = x.shape
+    def _pair_derivatives(eta, xi, x):
+        n = x.shape[0]
         d = x[:, None, :] - x[None, :, :]
         offdiag = 1.0 - jnp.eye(n, dtype=x.dtype)
         mask = lambda t: t * offdiag.reshape((n, n) + (1,) * (t.ndim - 2))
         shift = mask(eta(d))
         out = {"z": x + shift.sum(1), "A": mask(eta.jacobian(d)), "H": mask(eta.hessian(d)),
                "S": mask(eta.laplacian_of_jacobian(d))}
-        if xi is not None:  # one-body blocks of the electron-proton term, summed over protons
-            dp = (x[:, None, :] - protons[None, :, :]).reshape(-1, dim)
+        if xi is not None:  # one-body blocks of the electron-proton term (all protons)
             a_fn = jax.jacfwd(xi)
             h_fn = jax.jacfwd(a_fn)
-            t_fn = jax.jacfwd(h_fn)
-            per = lambda f, *tail: jax.vmap(f)(dp).reshape((n, -1) + tail).sum(1)
-            out["z"] = out["z"] + per(xi, dim)
-            out["A1"] = per(a_fn, dim, dim)
-            out["H1"] = per(h_fn, dim, dim, dim)
-            out["S1"] = jnp.einsum("jabcc->jab", per(t_fn, dim, dim, dim, dim))
+            out["z"] = out["z"] + jax.vmap(xi)(x)
+            out["A1"] = jax.vmap(a_fn)(x)
+            out["H1"] = jax.vmap(h_fn)(x)
+            out["S1"] = jnp.einsum("jabcc->jab", jax.vmap(jax.jacfwd(h_fn))(x))
         return out
 
 

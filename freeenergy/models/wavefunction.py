@@ -49,7 +49,8 @@ def slater_log(kvecs_occ: jnp.ndarray, z: jnp.ndarray, slogdet=linalg.slogdet):
 
 def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
                       use_backflow: bool = True, hidden: Sequence[int] = (32, 32),
-                      batch_safe_linalg: bool = True, spin_pairs: bool = False) -> Wavefunction:
+                      batch_safe_linalg: bool = True, spin_pairs: bool = False,
+                      ep: str = "free") -> Wavefunction:
     """Factory of the pure wavefunction functions.
 
     Args:
@@ -63,6 +64,9 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
         batched LAPACK call, which can deadlock jaxlib 0.10.2); False: ``jnp.linalg`` (needed by
         the folx Laplacian, which does not propagate through their custom JVP rules).
       spin_pairs: separate backflow pair functions for same- and opposite-spin electrons.
+      ep: the electron-proton term when protons are given, "free" (a pair MLP summed over
+        protons) or "bounded" (a potential's gradient that never folds the map; see
+        ``models.ep_shift``).
     """
     slogdet = linalg.slogdet if batch_safe_linalg else jnp.linalg.slogdet
     inv = linalg.inv if batch_safe_linalg else jnp.linalg.inv
@@ -76,7 +80,7 @@ def make_wavefunction(space: OccupationSpace, kvecs: np.ndarray, length: float,
     net = hk.without_apply_rng(hk.transform(
         lambda x, protons=None, pair_derivatives=False, with_sign=False: PairBackflow(
             dim, length, hidden, batch_safe_linalg,
-            spins=counts if spin_pairs else None, name="backflow")(x, protons, pair_derivatives, with_sign)))
+            spins=counts if spin_pairs else None, ep=ep, name="backflow")(x, protons, pair_derivatives, with_sign)))
 
     def backflow(params, x, protons=None):
         if not use_backflow:

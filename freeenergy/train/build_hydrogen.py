@@ -234,7 +234,8 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
     van_hidden = tuple(cfg.van_hidden) if cfg.van_hidden else default_hidden(el.space.size)
     van = make_van(el.space, van_hidden, twist_energies=system.level_energies)
     wf = make_wavefunction(el.space, system.kvecs, length, cfg.backflow, cfg.backflow_hidden,
-                           batch_safe_linalg=cfg.laplacian != "folx", spin_pairs=True)
+                           batch_safe_linalg=cfg.laplacian != "folx", spin_pairs=True,
+                           ep=cfg.ep_backflow)
     potential, proton_energy = make_hydrogen_potential(system.ewald, n)
     e_loc = make_local_energy(wf.log_psi, potential, cfg.coupling, cfg.laplacian, wf.derivatives)
     coupling = float(cfg.coupling)

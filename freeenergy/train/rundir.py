@@ -54,6 +54,8 @@ def read_config(run_dir: str) -> Config:
         # runs written before the pair shifts' resolution scaled with the box used (3, 2)
         saved.setdefault("proton_flow_harmonics", LEGACY_PAIR_SHIFT[0])
         saved.setdefault("proton_flow_features", LEGACY_PAIR_SHIFT[1])
+        # runs written before the bounded electron-proton term had the free one
+        saved.setdefault("ep_backflow", "free")
     try:
         return validate(from_dict(saved))
     except ConfigError as exc:
