@@ -13,18 +13,29 @@ from freeenergy.models.backflow import PairBackflow
 L = 4.0
 
 
-def _shift(raw, log_tau=0.0, dim=3, length=L):
-    net = hk.without_apply_rng(hk.transform(
-        lambda x, s: ep_shift.BoundedProtonShift(dim, length)(jnp.float64)(x, s)))
-    params = {"bounded_proton_shift": {"amplitude": jnp.asarray(raw, jnp.float64),
-                                       "log_tau": jnp.asarray(log_tau, jnp.float64)}}
-    return lambda x, s: net.apply(params, x, s)
+_NET = hk.without_apply_rng(hk.transform(
+    lambda x, s: ep_shift.BoundedProtonShift(3, L)(jnp.float64)(x, s)))
 
 
-def _blocks(shift, xs, protons):
-    """I + d shift/dx (B, dim, dim) at the points xs (B, dim)."""
-    jac = jax.vmap(jax.jacfwd(lambda x: shift(x, protons)))(xs)
+def _params(raw, log_tau=0.0):
+    return {"bounded_proton_shift": {"amplitude": jnp.asarray(raw, jnp.float64),
+                                     "log_tau": jnp.asarray(log_tau, jnp.float64)}}
+
+
+def _shift(raw, log_tau=0.0):
+    params = _params(raw, log_tau)
+    return lambda x, s: _NET.apply(params, x, s)
+
+
+@jax.jit
+def _blocks_of(params, xs, protons):
+    """I + d shift/dx (B, 3, 3) at the points xs (B, 3)."""
+    jac = jax.vmap(jax.jacfwd(lambda x: _NET.apply(params, x, protons)))(xs)
     return jnp.eye(xs.shape[-1]) + jac
+
+
+def _blocks(raw, xs, protons, log_tau=0.0):
+    return _blocks_of(_params(raw, log_tau), xs, protons)
 
 
 def test_bounded_term_never_folds_however_the_protons_crowd():
@@ -37,9 +48,8 @@ def test_bounded_term_never_folds_however_the_protons_crowd():
         n_p = (1, 3, 8, 16)[trial % 4]
         spread = 1.0 if trial % 2 else L
         protons = jnp.asarray(rng.uniform(0.0, spread, (n_p, 3)))
-        shift = _shift(rng.normal(0.0, 0.5, 9), rng.normal(0.0, 1.0))
         xs = jnp.asarray(rng.uniform(0.0, L, (300, 3)))
-        blocks = _blocks(shift, xs, protons)
+        blocks = _blocks(rng.normal(0.0, 0.5, 9), xs, protons, rng.normal(0.0, 1.0))
         np.testing.assert_allclose(blocks, blocks.transpose(0, 2, 1), atol=1e-12)
         worst = min(worst, float(jnp.linalg.eigvalsh(blocks).min()))
     assert ep_shift.MARGIN - 1e-10 <= worst < 1.0     # bounded, and the test is not vacuous
@@ -52,10 +62,9 @@ def test_bound_is_nearly_reached_by_one_deep_narrow_well():
     smallest eigenvalue stays far above it."""
     raw = np.zeros(9)
     raw[0] = -1e4
-    shift = _shift(raw)
     r = jnp.linspace(1e-3, L / 2, 4000)
     for direction in (jnp.array([1.0, 0.0, 0.0]), jnp.array([1.0, 1.0, 1.0]) / jnp.sqrt(3.0)):
-        blocks = _blocks(shift, r[:, None] * direction, jnp.zeros((1, 3)))
+        blocks = _blocks(raw, r[:, None] * direction, jnp.zeros((1, 3)))
         low = float(jnp.linalg.eigvalsh(blocks).min())
         assert ep_shift.MARGIN - 1e-10 <= low < ep_shift.MARGIN + 0.1, low
     # the well expands the space at the proton (electrons gather there): det > 20
@@ -90,11 +99,12 @@ def test_backflow_with_the_bounded_term_reports_no_fold_where_the_free_one_folds
     for ep in ("free", "bounded"):
         net = hk.without_apply_rng(hk.transform(
             lambda x, s: PairBackflow(dim, L, (16, 16), ep=ep)(x, s, with_sign=True)))
+        check = jax.jit(jax.vmap(lambda p, x, s: net.apply(p, x, s), (None, 0, 0)))
         params = net.init(jax.random.PRNGKey(0), xs[0], ss[0])
         params = {k: (jax.tree.map(lambda v: v + 1.5 * jax.random.normal(keys[2], v.shape), v)
                       if "/ep" in k else jax.tree.map(jnp.zeros_like, v))
                   for k, v in params.items()}
-        _, _, sign, ep_min = jax.vmap(lambda x, s: net.apply(params, x, s))(xs, ss)
+        _, _, sign, ep_min = check(params, xs, ss)
         folds[ep] = float(np.mean(np.asarray(sign) <= 0))
         if ep == "bounded":
             assert set(params) == {"pair_backflow/ee", "pair_backflow/ep_bounded"}
