@@ -123,9 +123,9 @@ class PairBackflow(hk.Module):
         eta = _PairFunction(same, anti, self.same_spin)
         xi = None
         if protons is not None:
-            xi = (BoundedProtonShift(dim, self.length, name="ep_bounded") if self.ep == "bounded" else
-                  PairMLP(dim, self.length, self.hidden, name="ep"))(x.dtype)
-            xi = self._one_body(xi, protons)
+            term = (BoundedProtonShift(dim, self.length, name="ep_bounded")
+                    if self.ep == "bounded" else PairMLP(dim, self.length, self.hidden, name="ep"))
+            xi = self._one_body(term(x.dtype), protons)
         if pair_derivatives:
             return self._pair_derivatives(eta, xi, x)
         d = x[:, None, :] - x[None, :, :]  # (N, N, dim)

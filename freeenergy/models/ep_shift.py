@@ -1,4 +1,4 @@
-"""Electron-proton term of the √flow that cannot fold the map: the gradient of a bounded potential.
+"""Electron-proton term of the √flow that cannot fold the map: a bounded potential's gradient.
 
 The free electron-proton term z_j += sum_I xi(x_j - R_I) (an MLP per pair) is a sum over
 protons, so nothing bounds its compression: where the compressive tails of two or three protons
@@ -66,7 +66,7 @@ def default_widths(length: float, count: int = 8, smallest: float = 0.2) -> np.n
 
 
 def periodic_q(d: jnp.ndarray, length: float):
-    """q(d) = 2 (L/2pi)^2 sum_a (1 - cos(2 pi d_a/L)) (..., ) and grad q (..., dim), bohr^2, bohr."""
+    """q(d) = 2 (L/2pi)^2 sum_a (1 - cos(2 pi d_a/L)) (...,) bohr^2 and grad q (..., dim) bohr."""
     scale = length / (2.0 * np.pi)
     theta = d / scale
     q = 2.0 * scale ** 2 * jnp.sum(1.0 - jnp.cos(theta), axis=-1)
