@@ -19,6 +19,7 @@ SYSTEMS = ("ueg", "ocp", "hydrogen")
 LAPLACIANS = ("analytic", "folx", "loop")
 EP_BACKFLOWS = ("bounded", "free")  # hydrogen: kinds of the √flow's electron-proton term
 OPTIMIZERS = ("sr", "adam")
+PROTON_GRADIENTS = ("total", "path")  # ocp: estimators of the flow's gradient (see build_ocp)
 SR_SOLVERS = ("direct", "cg")
 SAMPLINGS = ("joint", "redraw")
 
@@ -57,6 +58,7 @@ class Config:
     proton_flow_expanding: bool = True  # ocp and hydrogen: pair shifts bounded only on the compressive side (expansions up to 1 + 0.95 K per layer)
     proton_flow_pair_shift: bool = True  # ocp and hydrogen: a pair-shift layer after every spline coupling
     proton_flow_harmonics: int = 0  # ocp and hydrogen: Fourier harmonics K of each pair shift's potential along its axis (shortest wavelength L/K); 0: from the box, K = max(3, round(L/rs))
+    proton_gradient: Optional[str] = None  # ocp: "total" or "path" gradient of the bound (build_ocp.make_flow_objective); None: the default for ocp
     proton_flow_features: int = 0   # ocp and hydrogen: harmonics m of the separations across the axis a pair shift's weights see; 0: from the box, m = max(2, round(L/(1.6 rs)))
     # --- sampling ---
     sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
@@ -159,6 +161,12 @@ HELP: dict[str, str] = {
                            "layer. Off by default: the pair-shift-only flow is exactly "
                            "translation-invariant, and per step of compute it reached lower "
                            "bounds on the liquid OCP (3D N=8, Gamma=10 and 50)",
+    "proton_gradient": 'ocp: the estimator of the bound\'s gradient. "total" (default): '
+                       "differentiate U(S) + k_B T ln p(S) along each sample S = f(u) of the "
+                       'flow, ln p included; "path": drop the part of that derivative that '
+                       "moves ln p at a fixed S (zero on average), which vanishes sample by "
+                       "sample when p is the Boltzmann density (sticking the landing; costs "
+                       "one inverse pass per sample)",
     "proton_flow_expanding": "ocp and hydrogen: pair-shift layers whose Jacobian is bounded only on the "
                              "compressive side (eigenvalues in [0.05, 1 + 0.95 K], K the "
                              "--proton-flow-harmonics, instead of [0.05, 1.95]), so one layer "
@@ -414,6 +422,9 @@ def _check_system_options(cfg: Config) -> None:
     """Options that belong to one system only: the temperature of the OCP is --gamma or
     --temperature-K (exactly one), that of hydrogen --temperature-K, that of the electron gas
     --theta. Hydrogen is 3D and paramagnetic (N/2 electrons per spin)."""
+    if cfg.system != "ocp" and cfg.proton_gradient is not None:
+        raise ConfigError("--proton-gradient is an option of --system ocp (hydrogen's proton "
+                          "flow is trained with the score function)")
     if cfg.system == "hydrogen":
         if cfg.dim != 3:
             raise ConfigError(f"--system hydrogen is 3D; got --dim {cfg.dim}")
@@ -445,6 +456,11 @@ def _check_system_options(cfg: Config) -> None:
         if cfg.paramagnetic:
             raise ConfigError("--paramagnetic has no meaning for --system ocp (classical protons)")
         _check_proton_flow(cfg)
+        if cfg.proton_gradient is None:
+            cfg.proton_gradient = PROTON_GRADIENTS[0]
+        if cfg.proton_gradient not in PROTON_GRADIENTS:
+            raise ConfigError(f"--proton-gradient must be one of {PROTON_GRADIENTS}, got "
+                              f"{cfg.proton_gradient!r}")
     else:
         for name in ("gamma", "temperature_K"):
             if getattr(cfg, name) is not None:

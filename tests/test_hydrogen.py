@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from freeenergy.config import ConfigError, from_dict, validate
+from freeenergy.config import EP_BACKFLOWS, ConfigError, from_dict, validate
+from freeenergy.models.backflow import EP_TERMS
 from freeenergy.models.proton_features import feature_vectors, structure_features
 from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.models.van import make_van
@@ -39,12 +40,15 @@ def test_config_defaults_and_refusals():
     assert cfg.dim == 3 and cfg.paramagnetic and cfg.optimizer == "sr"
     assert validate(from_dict({"n": 5})).dim == 2          # the electron gas keeps 2D
     for bad, match in (({"n": 5}, "even --n"), ({"temperature_K": None}, "needs --temperature-K"),
-                       ({"dim": 2}, "is 3D"), ({"gamma": 3.0}, "--gamma is an option")):
+                       ({"dim": 2}, "is 3D"), ({"gamma": 3.0}, "--gamma is an option"),
+                       ({"proton_gradient": "path"}, "--proton-gradient is an option")):
         with pytest.raises(ConfigError, match=match):
             _cfg(**bad)
     with pytest.raises(ConfigError, match="--lr-protons is an option of --system hydrogen"):
         validate(from_dict({"lr_protons": 0.1}))
     assert cfg.ep_backflow == "bounded"
+    # every kind the CLI accepts is one the √flow builds (config is a leaf: it keeps its own list)
+    assert sorted(EP_BACKFLOWS) == sorted(EP_TERMS)
     with pytest.raises(ConfigError, match="--ep-backflow must be one of"):
         _cfg(ep_backflow="mlp")
     system = make_system(cfg)

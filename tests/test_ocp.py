@@ -23,6 +23,7 @@ import pytest
 from freeenergy.cli import main
 from freeenergy.config import Config, validate
 from freeenergy.physics import ocp
+from freeenergy.physics.box import box_length
 from freeenergy.physics.ewald import make_ewald
 from freeenergy.train.build_ocp import reweighted_free_energy
 from freeenergy.train.driver import build
@@ -149,6 +150,49 @@ def test_pathwise_gradient_agrees_with_the_score_function_estimator():
     assert abs(g_path - g_score) < 4 * sigma, (g_path, g_score, sigma)
 
 
+def test_path_gradient_drops_exactly_the_fixed_sample_score_and_vanishes_at_the_target():
+    """--proton-gradient path, along random parameter directions v, sample by sample: (1) the
+    total derivative minus the path one is k_B T d ln p_theta(S)/d theta . v at the fixed
+    sample S (through the flow's inverse: the zero-mean term it drops); (2) when the target
+    is the flow's own density, U = -k_B T ln p_theta0, the path derivative is zero for every
+    sample while the total one is not (a sign or factor 2 on its score term would not be)."""
+    from freeenergy.models.proton_flow import make_proton_flow
+    from freeenergy.train.build_ocp import make_flow_objective
+    length, kt = box_length(3, 1.0, 2), 0.7
+    flow = make_proton_flow(3, 2, length, 2, 4, 4, splines=False)   # pair shifts (the default)
+    leaves, tree = jax.tree.flatten(flow.init(jax.random.PRNGKey(3)))
+    keys = jax.random.split(jax.random.PRNGKey(4), 2 * len(leaves))
+    params = jax.tree.unflatten(tree, [p + 3 * SCALE * jax.random.normal(k, p.shape)
+                                       for p, k in zip(leaves, keys[:len(leaves)])])
+    v = jax.tree.unflatten(tree, [jax.random.normal(k, p.shape)
+                                  for p, k in zip(leaves, keys[len(leaves):])])
+    samples = jax.random.split(jax.random.PRNGKey(5), 4)
+    ew = make_ewald(2, length, 1e-10)
+
+    ewald = lambda x: ew.energy_same_charge(x, 1.0)
+    itself = lambda x: -kt * flow.log_prob(params, x)
+
+    @jax.jit
+    def derivatives():
+        out = {}
+        for name, potential in (("ewald", ewald), ("itself", itself)):
+            for gradient in ("total", "path"):
+                objective = make_flow_objective(flow, potential, kt, gradient)
+                out[name, gradient] = jax.jvp(lambda p: objective(p, samples)[0], (params,), (v,))
+        s = jax.vmap(flow.sample, (None, 0))(params, samples)[0]
+        fixed = jax.vmap(lambda x: jax.jvp(lambda p: flow.log_prob(p, x), (params,), (v,))[1])(s)
+        return out, fixed
+
+    out, fixed = derivatives()
+    (value_t, total), (value_p, path) = out["ewald", "total"], out["ewald", "path"]
+    np.testing.assert_allclose(value_p, value_t, rtol=1e-12)       # same bound either way
+    assert np.min(np.abs(kt * fixed)) > 1e-3                          # the dropped term is real
+    np.testing.assert_allclose(total - path, kt * fixed, rtol=1e-7, atol=1e-9)
+    total, path = out["itself", "total"][1], out["itself", "path"][1]
+    assert np.min(np.abs(total)) > 1e-3
+    assert np.max(np.abs(path)) < 1e-8 * np.max(np.abs(total)), (path, total)
+
+
 SCALE = 0.1  # perturbation of the fresh (identity) flow's parameters in the gradient test
 
 SMALL_OCP = ["--system", "ocp", "--dim", "3", "--n", "4", "--rs", "1.5", "--gamma", "5",
@@ -193,6 +237,8 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     (["--system", "ocp", "--gamma", "5", "--no-proton-flow-splines", "--no-proton-flow-pair-shift"],
      "without layers"),
     (["--system", "ocp", "--gamma", "5", "--proton-flow-chunk", "-1"], "--proton-flow-chunk"),
+    (["--system", "ocp", "--gamma", "5", "--proton-gradient", "score"], "--proton-gradient must"),
+    (["--proton-gradient", "path"], "--proton-gradient is an option of --system ocp"),
 ])
 def test_ocp_bad_input(flags, words, tmp_path, capsys):
     assert main(["train", *flags, "--out", str(tmp_path / "x")]) == 2
@@ -238,7 +284,8 @@ def test_chunked_flow_pass_gives_the_same_step():
 def test_pair_shift_resolution_follows_the_box(tmp_path):
     """The pair shifts' harmonics K along the axis and m across it scale with L/rs (so the
     shortest wavelengths stay near rs and 1.6 rs at every N), explicit values are kept, the
-    built flow has them, and a run directory written before the options reads back as (3, 2)."""
+    built flow has them, and a run directory written before the options reads back as (3, 2)
+    (and with the total gradient, from before --proton-gradient)."""
     import dataclasses
     from freeenergy.config import pair_shift_resolution
     from freeenergy.train.rundir import read_config
@@ -254,8 +301,9 @@ def test_pair_shift_resolution_follows_the_box(tmp_path):
     assert amplitude and all(a["w"].shape[-1] == 4 + 1 for a in amplitude)   # K + 1 outputs
     assert embed and all(e["w"].shape[0] == 2 * 3 for e in embed)   # (dim - 1) m features
     saved = dataclasses.asdict(_cfg(dim=3, n=54))
-    del saved["proton_flow_harmonics"], saved["proton_flow_features"]
+    del saved["proton_flow_harmonics"], saved["proton_flow_features"], saved["proton_gradient"]
     with open(tmp_path / "config.json", "w") as fh:
         json.dump({"config": saved}, fh)
     old = read_config(str(tmp_path))
     assert (old.proton_flow_harmonics, old.proton_flow_features) == (3, 2)
+    assert old.proton_gradient == "total"      # and the gradient of that time

@@ -8,10 +8,14 @@ and estimates (totals over the N protons, Ha; S in k_B)
     E = E_p[U] + d/2 N k_B T,    K = d/2 N k_B T,    V = E_p[U],
     S = (E - F)/k_B T,           P = (2K + V)/(d Omega) = N k_B T/Omega + V/(d Omega)
 
-(the virial of a 1/r potential with a neutralizing background; Ha/bohr^d). The gradient is the
-path-wise one: U does not depend on the parameters, so
+(the virial of a 1/r potential with a neutralizing background; Ha/bohr^d). The gradient is
+path-wise (``make_flow_objective``): the base density does not depend on the parameters, so
 grad F = E_U[grad_theta (U(f_theta(U)) + k_B T ln p_theta(f_theta(U)))], the forces on the
-samples included by autodiff; no baseline needed. Adam applies it.
+samples included by autodiff; no baseline needed. ``--proton-gradient path`` keeps only the part
+that moves the sample, (grad_S U + k_B T grad_S ln p) . d f_theta/d theta, dropping
+k_B T d ln p_theta(S)/d theta at fixed S, whose mean is zero (Roeder, Wu & Duvenaud, NeurIPS
+2017; for flows, Vaitl et al., Mach. Learn.: Sci. Technol. 3, 045012 (2022)): per sample it
+vanishes when p is the Boltzmann density. Adam applies either.
 
 For the importance-reweighted free energy each step also reports, over the whole batch,
 logsumexp(w) and logsumexp(2w) of the log-weights w = -U/k_B T - ln p (``lse_w``, ``lse_w2``).
@@ -39,6 +43,36 @@ from freeenergy.system import make_system
 from freeenergy.train.step import TrainState, _shard_key, update_diagnostics
 
 N_TERMS = 2  # per-sample terms gathered: U (coupling included), ln p
+
+
+def make_flow_objective(flow, potential, temperature: float, gradient: str = "total"):
+    """The per-sample objective whose parameter gradient estimates that of the bound.
+
+    Returns ``objective(params, keys) -> (value (b,), (s (b, N, d), U (b,), ln p (b,)))`` for b
+    PRNG keys, one exact sample S = f(u) each. ``value`` is U(S) + k_B T ln p(S) (Ha) for
+    either estimator; only its derivative differs:
+
+    * "total": the derivative of that value along the sample, ln p included;
+    * "path": (grad_S U + k_B T grad_S ln p(S)) . dS/dtheta, the score grad_S ln p taken at fixed
+      parameters through the flow's inverse (its Newton roots carry the implicit derivative),
+      which costs one inverse pass and its backward pass per sample. Unbiased (the dropped term
+      E_p[d ln p_theta(S)/d theta] = 0) and zero sample by sample at the optimum.
+    """
+    if gradient not in ("total", "path"):
+        raise ValueError(f"gradient must be 'total' or 'path', got {gradient!r}")
+    sg = jax.lax.stop_gradient
+    score_of = jax.vmap(jax.grad(flow.log_prob, argnums=1), (None, 0))
+
+    def objective(params, keys):
+        s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
+        u = jax.vmap(potential)(s)
+        if gradient == "total":
+            return u + temperature * logp, (s, u, logp)
+        score = sg(score_of(sg(params), sg(s)))                         # (b, N, d), 1/bohr
+        moved = jnp.sum(score * s, axis=(1, 2))
+        return u + temperature * (sg(logp) + moved - sg(moved)), (s, u, logp)
+
+    return objective
 
 
 def make_ocp_observables(n: int, dim: int, temperature: float, volume: float, constant: float):
@@ -88,6 +122,8 @@ def build_ocp(cfg: Config, lay: devices.Layout):
                                cfg.lr_decay_steps or None)
     collectives = devices.Collectives(lay)
 
+    objective = make_flow_objective(flow, potential, temperature, cfg.proton_gradient)
+
     def draw_keys(params, keys):
         s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
         return s, jax.vmap(potential)(s), logp
@@ -110,8 +146,8 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         """grad of sum_s (U_s + k_B T ln p_s) / B over this shard's b samples, accumulated over
         chunks (the backward pass then holds one chunk's activations); also (s, U, ln p)."""
         def loss(p, keys):
-            s, u, logp = draw_keys(p, keys)
-            return jnp.sum(u + temperature * logp) / cfg.batch, (s, u, logp)
+            value, (s, u, logp) = objective(p, keys)
+            return jnp.sum(value) / cfg.batch, (s, u, logp)
 
         keys = jax.random.split(key, b)
         c = chunks_of(b)

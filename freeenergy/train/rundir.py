@@ -56,6 +56,8 @@ def read_config(run_dir: str) -> Config:
         saved.setdefault("proton_flow_features", LEGACY_PAIR_SHIFT[1])
         # runs written before the bounded electron-proton term had the free one
         saved.setdefault("ep_backflow", "free")
+    if saved.get("system") == "ocp":
+        saved.setdefault("proton_gradient", "total")   # before the option: the total gradient
     try:
         return validate(from_dict(saved))
     except ConfigError as exc:
