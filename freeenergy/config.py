@@ -58,8 +58,8 @@ class Config:
     proton_flow_expanding: bool = True  # ocp and hydrogen: pair shifts bounded only on the compressive side (expansions up to 1 + 0.95 K per layer)
     proton_flow_pair_shift: bool = True  # ocp and hydrogen: a pair-shift layer after every spline coupling
     proton_flow_harmonics: int = 0  # ocp and hydrogen: Fourier harmonics K of each pair shift's potential along its axis (shortest wavelength L/K); 0: from the box, K = max(3, round(L/rs))
-    proton_gradient: Optional[str] = None  # ocp: "total" or "path" gradient of the bound (build_ocp.make_flow_objective); None: the default for ocp
     proton_flow_features: int = 0   # ocp and hydrogen: harmonics m of the separations across the axis a pair shift's weights see; 0: from the box, m = max(2, round(L/(1.6 rs)))
+    proton_gradient: Optional[str] = None  # ocp: "total" or "path" gradient of the bound (build_ocp.make_flow_objective); None: the default for ocp
     # --- sampling ---
     sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
     mc_steps: int = 50             # all-electron Metropolis moves per training step

@@ -14,8 +14,8 @@ grad F = E_U[grad_theta (U(f_theta(U)) + k_B T ln p_theta(f_theta(U)))], the for
 samples included by autodiff; no baseline needed. ``--proton-gradient path`` keeps only the part
 that moves the sample, (grad_S U + k_B T grad_S ln p) . d f_theta/d theta, dropping
 k_B T d ln p_theta(S)/d theta at fixed S, whose mean is zero (Roeder, Wu & Duvenaud, NeurIPS
-2017; for flows, Vaitl et al., Mach. Learn.: Sci. Technol. 3, 045012 (2022)): per sample it
-vanishes when p is the Boltzmann density. Adam applies either.
+2017; for flows, Vaitl, Nicoli, Nakajima & Kessel, Mach. Learn.: Sci. Technol. 3 (2022),
+arXiv:2207.08219): per sample it vanishes when p is the Boltzmann density. Adam applies either.
 
 For the importance-reweighted free energy each step also reports, over the whole batch,
 logsumexp(w) and logsumexp(2w) of the log-weights w = -U/k_B T - ln p (``lse_w``, ``lse_w2``).
