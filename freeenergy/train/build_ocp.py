@@ -45,6 +45,16 @@ from freeenergy.train.step import TrainState, _shard_key, update_diagnostics
 N_TERMS = 2  # per-sample terms gathered: U (coupling included), ln p
 
 
+def make_flow_draw(flow, potential):
+    """draw(params, keys) -> (S (b, N, d) bohr, U(S) (b,) Ha, ln p(S) (b,)): one exact sample of
+    the flow per PRNG key."""
+    def draw(params, keys):
+        s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
+        return s, jax.vmap(potential)(s), logp
+
+    return draw
+
+
 def make_flow_objective(flow, potential, temperature: float, gradient: str = "total"):
     """The per-sample objective whose parameter gradient estimates that of the bound.
 
@@ -62,10 +72,10 @@ def make_flow_objective(flow, potential, temperature: float, gradient: str = "to
         raise ValueError(f"gradient must be 'total' or 'path', got {gradient!r}")
     sg = jax.lax.stop_gradient
     score_of = jax.vmap(jax.grad(flow.log_prob, argnums=1), (None, 0))
+    draw = make_flow_draw(flow, potential)
 
     def objective(params, keys):
-        s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
-        u = jax.vmap(potential)(s)
+        s, u, logp = draw(params, keys)
         if gradient == "total":
             return u + temperature * logp, (s, u, logp)
         score = sg(score_of(sg(params), sg(s)))                         # (b, N, d), 1/bohr
@@ -124,9 +134,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
 
     objective = make_flow_objective(flow, potential, temperature, cfg.proton_gradient)
 
-    def draw_keys(params, keys):
-        s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
-        return s, jax.vmap(potential)(s), logp
+    draw_keys = make_flow_draw(flow, potential)
 
     def chunks_of(b):
         """Samples per vectorized chunk: the largest divisor of b not above the configured one."""
