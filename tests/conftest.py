@@ -18,3 +18,17 @@ import freeenergy  # noqa: E402,F401  (sets the XLA flags before JAX starts)
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+# Files measured slowest first (2 cores, 2026-12): with `-n 2 --dist loadfile` (setup.cfg) each
+# worker starts on one of them and the short files fill in behind, instead of the two longest
+# running last, one after the other.
+_SLOWEST_FIRST = ("test_mpi.py", "test_slurm_cluster.py", "test_hydrogen.py",
+                  "test_proton_flow.py", "test_wavefunction.py", "test_ocp.py",
+                  "test_ocp_reference.py", "test_sr_memory.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the collected tests by file, slowest files first (stable within a file)."""
+    rank = {name: i for i, name in enumerate(_SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
