@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 SYSTEMS = ("ueg", "ocp", "hydrogen")
 LAPLACIANS = ("analytic", "folx", "loop")
-EP_BACKFLOWS = ("bounded", "free")  # hydrogen: kinds of the √flow's electron-proton term
+EP_BACKFLOWS = ("bounded-axes", "bounded", "free")  # hydrogen: kinds of the √flow's electron-proton term
 OPTIMIZERS = ("sr", "adam")
 PROTON_GRADIENTS = ("total", "path")  # ocp: estimators of the flow's gradient (see build_ocp)
 SR_SOLVERS = ("direct", "cg")
@@ -48,7 +48,7 @@ class Config:
     # --- models ---
     backflow: bool = True          # use the √flow backflow (False: bare plane waves)
     backflow_hidden: list = dataclasses.field(default_factory=lambda: [32, 32])
-    ep_backflow: str = "bounded"   # hydrogen: the √flow's electron-proton term, "bounded" (a potential's gradient that never folds the map) or "free" (a pair MLP summed over protons)
+    ep_backflow: str = "bounded-axes"  # hydrogen: the √flow's electron-proton term, "bounded-axes" or "bounded" (a potential's gradient that never folds the map, with or without per-axis modes) or "free" (a pair MLP summed over protons)
     van_hidden: Optional[list] = None  # VAN (MADE) hidden widths; None: two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions
     proton_flow_layers: int = 24   # ocp and hydrogen: layers of the proton flow (each moves one Cartesian axis; axes in turn)
     proton_flow_hidden: int = 32   # ocp and hydrogen: width of the proton flow's equivariant conditioner
@@ -203,11 +203,13 @@ HELP: dict[str, str] = {
     "backflow": "use the sqrt-flow pair backflow z(x); --no-backflow: bare plane waves (z = x)",
     "backflow_hidden": "hidden-layer widths of the backflow's pair networks, positive integers, "
                        "one per layer",
-    "ep_backflow": 'hydrogen: the electron-proton term of the sqrt-flow: "bounded" (default), '
-                   "the gradient of a soft maximum over protons of periodic radial potentials "
-                   "whose Hessian is bounded below, so that term alone never folds the map "
-                   '(I + its Jacobian >= 0.05 I for any protons); "free", a pair MLP summed over '
-                   "protons (runs written before this option), which folded the map where the "
+    "ep_backflow": 'hydrogen: the electron-proton term of the sqrt-flow: "bounded-axes" (default), '
+                   "the gradient of a soft maximum over protons of periodic potentials (radial "
+                   "plus per-axis modes) whose Hessian is bounded below, so that term alone never "
+                   'folds the map (I + its Jacobian >= 0.05 I for any protons); "bounded", the '
+                   "same without the per-axis modes (runs written before bounded-axes); "
+                   '"free", a pair MLP summed over '
+                   "protons (runs written before either), which folded the map where the "
                    "compressive tails of several protons overlap",
     "van_hidden": "hidden-layer widths of the VAN (MADE), positive integers, one per layer; unset: "
                   "two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions "

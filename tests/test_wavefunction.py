@@ -104,7 +104,8 @@ def test_local_energy_potential_is_ewald_and_periodic():
     assert abs(complex(energy2) - complex(energy)) < 1e-9
 
 
-@pytest.mark.parametrize("dim,species,ep", [(2, (2, 2), "free"), (3, (2, 1), "bounded")])
+@pytest.mark.parametrize("dim,species,ep", [(2, (2, 2), "free"), (3, (2, 1), "bounded"),
+                                             (3, (2, 1), "bounded-axes")])
 def test_analytic_laplacian_with_protons_and_spin_pairs_matches_hessian(dim, species, ep):
     """The electron-proton backflow term (one-body Jacobian blocks; the free pair MLP and the
     bounded potential's gradient) and the spin-aware electron-electron term: the analytic

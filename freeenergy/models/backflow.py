@@ -39,7 +39,8 @@ import numpy as np
 from freeenergy import linalg
 from freeenergy.models.ep_shift import BoundedProtonShift
 
-EP_TERMS = ("free", "bounded")  # kinds of electron-proton term (see PairBackflow)
+EP_TERMS = ("free", "bounded", "bounded-axes")  # kinds of electron-proton term (see PairBackflow)
+AXIS_MODES = 4  # "bounded-axes": Fourier modes of the per-axis periodic term (ep_shift)
 
 
 def periodic_features(d: jnp.ndarray, length: float) -> jnp.ndarray:
@@ -123,8 +124,9 @@ class PairBackflow(hk.Module):
         eta = _PairFunction(same, anti, self.same_spin)
         xi = None
         if protons is not None:
-            term = (BoundedProtonShift(dim, self.length, name="ep_bounded")
-                    if self.ep == "bounded" else PairMLP(dim, self.length, self.hidden, name="ep"))
+            modes = AXIS_MODES if self.ep == "bounded-axes" else 0
+            term = (BoundedProtonShift(dim, self.length, axis_modes=modes, name="ep_bounded")
+                    if self.ep != "free" else PairMLP(dim, self.length, self.hidden, name="ep"))
             xi = self._one_body(term(x.dtype), protons)
         if pair_derivatives:
             return self._pair_derivatives(eta, xi, x)
@@ -151,9 +153,10 @@ class PairBackflow(hk.Module):
     def _one_body(self, term, protons: jnp.ndarray):
         """The electron-proton term as a one-body function x_j (dim,) -> displacement (dim,)
         (bohr) for these protons (Np, dim): "free", sum_I xi(x_j - R_I) with the pair MLP
-        "ep"; "bounded", the gradient of a potential with I + Hess >= margin I
-        (``ep_shift.BoundedProtonShift``, parameters "ep_bounded")."""
-        if self.ep == "bounded":
+        "ep"; "bounded" and "bounded-axes", the gradient of a potential with
+        I + Hess >= margin I (``ep_shift.BoundedProtonShift``, parameters "ep_bounded";
+        "bounded-axes" adds per-axis periodic modes, the parameter "ep_bounded/axis")."""
+        if self.ep != "free":
             return lambda xj: term(xj, protons)
         return lambda xj: jax.vmap(term)(xj[None, :] - protons).sum(axis=0)
 
