@@ -6,6 +6,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from freeenergy.models import ep_shift
 from freeenergy.models.backflow import PairBackflow
@@ -17,14 +18,13 @@ _NET = hk.without_apply_rng(hk.transform(
     lambda x, s: ep_shift.BoundedProtonShift(3, L)(jnp.float64)(x, s)))
 
 
+_AXES_NET = hk.without_apply_rng(hk.transform(
+    lambda x, s: ep_shift.BoundedProtonShift(3, L, axis_modes=4)(jnp.float64)(x, s)))
+
+
 def _params(raw, log_tau=0.0):
     return {"bounded_proton_shift": {"amplitude": jnp.asarray(raw, jnp.float64),
                                      "log_tau": jnp.asarray(log_tau, jnp.float64)}}
-
-
-def _shift(raw, log_tau=0.0):
-    params = _params(raw, log_tau)
-    return lambda x, s: _NET.apply(params, x, s)
 
 
 @jax.jit
@@ -71,9 +71,14 @@ def test_bound_is_nearly_reached_by_one_deep_narrow_well():
     assert float(jnp.linalg.det(blocks[0])) > 20.0
 
 
-def test_bounded_term_symmetries_and_identity_at_start():
+@pytest.mark.parametrize("axes", [False, True], ids=["bounded", "bounded-axes"])
+def test_bounded_term_symmetries_and_identity_at_start(axes):
     rng = np.random.default_rng(1)
-    shift = _shift(rng.normal(0.0, 0.3, 9), 0.3)
+    net = _AXES_NET if axes else _NET
+    params = _params(rng.normal(0.0, 0.3, 9), 0.3)
+    if axes:
+        params["bounded_proton_shift"]["axis"] = jnp.asarray(rng.normal(0.0, 0.3, 4))
+    shift = lambda x, s: net.apply(params, x, s)
     protons = jnp.asarray(rng.uniform(0.0, L, (5, 3)))
     x = jnp.asarray(rng.uniform(0.0, L, 3))
     base = shift(x, protons)
@@ -84,7 +89,11 @@ def test_bounded_term_symmetries_and_identity_at_start():
     np.testing.assert_allclose(shift(x, protons[::-1]), base, atol=1e-12)            # permutations
     a = jnp.array([0.3, -1.1, 0.7])
     np.testing.assert_allclose(shift(x + a, protons + a), base, atol=1e-12)          # translations
-    np.testing.assert_array_equal(_shift(np.zeros(9))(x, protons), jnp.zeros(3))     # identity
+    cubic = jnp.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])          # the cube's
+    np.testing.assert_allclose(shift(x @ cubic.T, protons @ cubic.T), base @ cubic.T,  # rotations
+                               atol=1e-12)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    np.testing.assert_array_equal(net.apply(zero, x, protons), jnp.zeros(3))         # identity
 
 
 def test_backflow_with_the_bounded_term_reports_no_fold_where_the_free_one_folds():
@@ -111,10 +120,6 @@ def test_backflow_with_the_bounded_term_reports_no_fold_where_the_free_one_folds
             assert ("axis" in params["pair_backflow/ep_bounded"]) == (ep == "bounded-axes")
             assert float(ep_min.min()) >= ep_shift.MARGIN ** dim - 1e-12
     assert folds["free"] > 0.0 and folds["bounded"] == folds["bounded-axes"] == 0.0, folds
-
-
-_AXES_NET = hk.without_apply_rng(hk.transform(
-    lambda x, s: ep_shift.BoundedProtonShift(3, L, axis_modes=4)(jnp.float64)(x, s)))
 
 
 def _axes_params(raw, axis, log_tau=0.0):
@@ -160,23 +165,3 @@ def test_per_axis_modes_reach_the_bound_exactly():
         np.testing.assert_allclose(blocks[:, 0, 1:], 0.0, atol=1e-12)
         assert abs(float(blocks[:, 0, 0].min()) - expected) < 1e-5, axis
         assert expected < ep_shift.MARGIN + 0.01
-
-
-def test_per_axis_modes_symmetries_and_identity_at_start():
-    rng = np.random.default_rng(5)
-    params = _axes_params(rng.normal(0.0, 0.3, 9), rng.normal(0.0, 0.3, 4), 0.3)
-    shift = lambda x, s: _AXES_NET.apply(params, x, s)
-    protons = jnp.asarray(rng.uniform(0.0, L, (5, 3)))
-    x = jnp.asarray(rng.uniform(0.0, L, 3))
-    base = shift(x, protons)
-    lattice = jnp.array([L, -2.0 * L, 3.0 * L])
-    np.testing.assert_allclose(shift(x + lattice, protons), base, atol=1e-12)        # periodic
-    np.testing.assert_allclose(shift(x, protons + lattice), base, atol=1e-12)
-    np.testing.assert_allclose(shift(x, protons[::-1]), base, atol=1e-12)            # permutations
-    a = jnp.array([0.3, -1.1, 0.7])
-    np.testing.assert_allclose(shift(x + a, protons + a), base, atol=1e-12)          # translations
-    cubic = jnp.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])          # the cube's
-    np.testing.assert_allclose(shift(x @ cubic.T, protons @ cubic.T), base @ cubic.T,  # rotations
-                               atol=1e-12)
-    zero = _axes_params(np.zeros(9), np.zeros(4))
-    np.testing.assert_array_equal(_AXES_NET.apply(zero, x, protons), jnp.zeros(3))   # identity
