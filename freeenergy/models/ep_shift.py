@@ -74,12 +74,22 @@ def default_widths(length: float, count: int = 8, smallest: float = 0.2) -> np.n
     return smallest * (largest / smallest) ** (np.arange(count) / (count - 1))
 
 
-def periodic_q(d: jnp.ndarray, length: float):
-    """q(d) = 2 (L/2pi)^2 sum_a (1 - cos(2 pi d_a/L)) (...,) bohr^2 and grad q (..., dim) bohr."""
+def periodic_q(d: jnp.ndarray, length: float, modes: int = 0):
+    """q(d) = 2 (L/2pi)^2 sum_a (1 - cos(2 pi d_a/L)) (...,) bohr^2 and grad q (..., dim) bohr;
+    with modes M > 0 also cos and sin of k 2 pi d_a / L, k = 1..M (..., dim, M), by the
+    angle-addition recursion from k = 1 (no further transcendental calls)."""
     scale = length / (2.0 * np.pi)
     theta = d / scale
-    q = 2.0 * scale ** 2 * jnp.sum(1.0 - jnp.cos(theta), axis=-1)
-    return q, 2.0 * scale * jnp.sin(theta)
+    c, s = jnp.cos(theta), jnp.sin(theta)
+    q = 2.0 * scale ** 2 * jnp.sum(1.0 - c, axis=-1)
+    if modes <= 0:
+        return q, 2.0 * scale * s
+    cos_k, sin_k = [c], [s]
+    for _ in range(modes - 1):
+        ck, sk = cos_k[-1], sin_k[-1]
+        cos_k.append(ck * c - sk * s)
+        sin_k.append(sk * c + ck * s)
+    return q, 2.0 * scale * s, jnp.stack(cos_k, axis=-1), jnp.stack(sin_k, axis=-1)
 
 
 def lower_curvature(amplitudes, slope, widths, length: float, dim: int, q):
@@ -143,15 +153,15 @@ class BoundedProtonShift(hk.Module):
 
         def shift(x, protons):
             d = x[None, :] - protons
-            q, grad_q = periodic_q(d, length)                             # (Np,), (Np, dim)
+            q, grad_q, *harmonics = periodic_q(d, length, m)              # (Np,), (Np, dim)
             gauss = jnp.exp(-q[:, None] / (2.0 * widths ** 2))             # (Np, K)
             phi = gauss @ amplitudes + slope * q                          # (Np,)
             dphi = -(gauss @ (amplitudes / (2.0 * widths ** 2))) + slope  # F'(q), (Np,)
             grad = dphi[:, None] * grad_q                                 # (Np, dim)
             if m:
-                arg = d[..., None] * wave                                 # (Np, dim, M)
-                phi = phi + jnp.sum((1.0 - jnp.cos(arg)) @ (axis / wave ** 2), axis=-1)
-                grad = grad + jnp.sin(arg) @ (axis / wave)
+                cos_k, sin_k = harmonics                                  # (Np, dim, M)
+                phi = phi + jnp.sum((1.0 - cos_k) @ (axis / wave ** 2), axis=-1)
+                grad = grad + sin_k @ (axis / wave)
             w = jax.nn.softmax(phi / tau)
             return w @ grad
 
