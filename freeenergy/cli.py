@@ -130,7 +130,9 @@ def _cmd_eval(args) -> int:
                                                  cfg.watchdog_first_s) as dog:
         return evaluate.eval_run_dir(args.run_dir, args.steps, args.batch, args.burn_in,
                                      args.seed, signals=signals, dog=dog,
-                                     mc_steps=args.mc_steps, sampling=args.sampling)
+                                     mc_steps=args.mc_steps, sampling=args.sampling,
+                                     anneal_steps=args.anneal_steps,
+                                     anneal_moves=args.anneal_moves)
 
 
 def _cmd_bench(args) -> int:
@@ -182,6 +184,12 @@ def make_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("--sampling", choices=("joint", "redraw"), default=None,
                         help="chain for (n, x): joint (exact, default of new runs) or redraw "
                         "(legacy, biased; to measure that bias)")
+    p_eval.add_argument("--anneal-steps", type=int, default=0, metavar="K",
+                        help="OCP runs: also anneal every exact sample from the flow to the "
+                        "Boltzmann density through K temperatures (annealed importance sampling; "
+                        "eval.json gets F_ais, f_ais_ex, ais_ess_per_sample, U_ais_ex); 0: off")
+    p_eval.add_argument("--anneal-moves", type=int, default=1, metavar="M",
+                        help="Metropolis moves of all latent coordinates at each temperature")
     p_eval.set_defaults(func=_cmd_eval)
     p_bench = sub.add_parser("bench", formatter_class=HelpFormatter,
                              help="time training steps (sampling, local energy, gradients, SR)")

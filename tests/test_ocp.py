@@ -8,7 +8,8 @@
   estimator (through the flow's inverse), so a sign or factor-2 error fails;
 * constants: the thermal wavelength against SI constants, Gamma <-> T, the DeWitt-Slattery-Chabrier
   fit at its tabulated points;
-* the CLI: train, resume, summary and eval of an OCP run; its bad input exits 2.
+* the CLI: train, resume, summary and eval (plain and annealed) of an OCP run; its bad input
+  exits 2.
 """
 
 import json
@@ -225,6 +226,22 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     kt = ev["temperature"]
     assert ev["f_ex"]["mean"] == pytest.approx(ev["F_ex"]["mean"] / kt)
     assert ev["u_ex"]["mean"] == pytest.approx(ev["V"]["mean"] / kt)
+    # annealed importance sampling from every exact sample (tests/test_annealing.py)
+    assert main(["eval", out, "--steps", "3", "--anneal-steps", "4", "--anneal-moves", "2"]) == 0
+    assert "annealed (4 temperatures x 2 moves" in capsys.readouterr().out
+    with open(os.path.join(out, "eval.json")) as fh:
+        ev = json.load(fh)
+    for key in ("F_ais", "F_ais_ex", "f_ais_ex", "U_ais_ex", "u_ais_ex", "ais_ess",
+                "ais_ess_per_sample", "ais_acceptance", "F_rw", "f_ex"):
+        assert key in ev, key
+    assert ev["anneal"]["steps"] == 4 and ev["anneal"]["moves"] == 2
+    assert len(ev["anneal"]["betas"]) == 5 and ev["anneal"]["betas"][-1] == 1.0
+    assert ev["f_ais_ex"]["mean"] == pytest.approx(ev["F_ais_ex"]["mean"] / kt)
+    assert math.isfinite(ev["u_ais_ex"]["mean"]) and ev["units"]["f_ais_ex"] == "k_B T per proton"
+    for flags, words in ((["--anneal-steps", "-1"], "--anneal-steps must be an integer >= 0"),
+                         (["--anneal-steps", "2", "--anneal-moves", "0"], "--anneal-moves")):
+        assert main(["eval", out, "--steps", "3", *flags]) == 2
+        assert words in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flags,words", [

@@ -95,3 +95,5 @@ def test_eval_writes_the_frozen_parameter_bound(tmp_path, capfd):
     assert second["samples"] == 96 and second["units"]["F"] == "hartree per electron"
     assert abs(second["F"]["mean"] - first["F"]["mean"]) < 0.1     # same model, same bound
     assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert main(["eval", out, "--anneal-steps", "5"]) == 2        # an OCP option
+    assert "--anneal-steps is an option of OCP runs" in capfd.readouterr().err

@@ -27,6 +27,7 @@ state keeps the last samples (b, N, d) so checkpoints, MPI layouts and resume wo
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from freeenergy import devices
+from freeenergy import annealing, devices
 from freeenergy.config import Config
 from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.optim import make_optimizer
@@ -83,6 +84,19 @@ def make_flow_objective(flow, potential, temperature: float, gradient: str = "to
         return u + temperature * (sg(logp) + moved - sg(moved)), (s, u, logp)
 
     return objective
+
+
+class AnnealedEval(NamedTuple):
+    """``freeenergy eval --anneal-steps K``: tune(params, key) -> (annealing.Schedule, pilot
+    diagnostics), run once before the measurement (the same on every rank); eval_step(params,
+    sampler, key, schedule) -> (sampler, stats), the plain evaluation step's stats plus those of
+    an AIS pass from each of its exact samples (lse_ais, lse_ais2, u_ais, ais_acceptance)."""
+
+    tune: Callable
+    eval_step: Callable
+
+
+PILOT_BATCH = 256  # chains of the pilot that fixes an annealed evaluation's schedule
 
 
 def make_ocp_observables(n: int, dim: int, temperature: float, volume: float, constant: float):
@@ -209,6 +223,62 @@ def build_ocp(cfg: Config, lay: devices.Layout):
     step = devices.shard_step(train_step, (state_spec, R, R), (state_spec, R))
     eval_sharded = devices.shard_step(eval_step, (R, sampler_spec, R), (sampler_spec, R))
 
+    log_base = -dim * n * math.log(length)
+
+    def log_weight(params, u):
+        """w = -U(f(u))/k_B T - ln p(f(u)) of one latent configuration u (N, dim), and U (Ha)."""
+        s, logdet = flow.forward(params, u)
+        e = potential(s)
+        return -e / temperature - (log_base - logdet), e
+
+    def annealed_eval(steps: int, moves: int) -> AnnealedEval:
+        """The annealed evaluation (``AnnealedEval``) with ``steps`` temperatures and ``moves``
+        Metropolis moves at each (``freeenergy.annealing``)."""
+        anneal = annealing.make_annealer(log_weight, length, moves)
+        pilot = jax.jit(annealing.make_pilot(log_weight, length, moves))
+
+        def tune(params, key):
+            k_u, k_pilot = jax.random.split(key)
+            u0 = jax.random.uniform(k_u, (min(cfg.batch, PILOT_BATCH), n, dim), jnp.float64)
+            return annealing.tune_schedule(pilot, params, u0 * length, k_pilot, steps,
+                                           0.05 * length)
+
+        def chain_chunk(params, keys, schedule):
+            """Exact samples and an AIS pass from each, one PRNG key per chain."""
+            def one(key):
+                k_u, k_run = jax.random.split(key)
+                u0 = jax.random.uniform(k_u, (n, dim), jnp.float64) * length
+                s, logdet = flow.forward(params, u0)
+                e = potential(s)
+                return u0, s, e, log_base - logdet, k_run
+            u0, s, e, logp, k_run = jax.vmap(one)(keys)
+            out = anneal(params, u0, -e / temperature - logp, e, k_run[0], schedule)
+            return s, e, logp, out.log_w, out.aux, out.acceptance
+
+        def step_fn(params, sampler: SamplerState, key, schedule):
+            b = sampler.x.shape[0]
+            keys = jax.random.split(_shard_key(key, collectives), b)
+            c = chunks_of(b)
+            if c == b:
+                s, e, logp, log_w, e_end, acc = chain_chunk(params, keys, schedule)
+            else:
+                out = jax.lax.map(lambda k: chain_chunk(params, k, schedule),
+                                  keys.reshape((b // c, c) + keys.shape[1:]))
+                s, e, logp, log_w, e_end, acc = jax.tree.map(
+                    lambda a: a.reshape((b,) + a.shape[2:]), out)
+            rows = jnp.stack([e, logp, log_w, e_end, acc], 1).reshape(-1)
+            every = collectives.gather(rows[None]).reshape(-1, 5)
+            stats = observables(every[:, 0], every[:, 1])
+            log_w_all = every[:, 2]
+            stats.update(lse_ais=jax.scipy.special.logsumexp(log_w_all),
+                         lse_ais2=jax.scipy.special.logsumexp(2.0 * log_w_all),
+                         u_ais=jnp.sum(jax.nn.softmax(log_w_all) * every[:, 3]),
+                         ais_acceptance=jnp.mean(every[:, 4]), width=sampler.width)
+            return sampler._replace(x=s), stats
+
+        sharded = devices.shard_step(step_fn, (R, sampler_spec, R, R), (sampler_spec, R))
+        return AnnealedEval(tune=tune, eval_step=sharded)
+
     def global_state(key):
         k_flow, k_x = jax.random.split(key)
         params = flow.init(k_flow)
@@ -227,7 +297,8 @@ def build_ocp(cfg: Config, lay: devices.Layout):
     n_params = {"protons": int(sum(np.prod(a.shape) for a in jax.tree.leaves(probe)))}
     return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
                  init_state=init_state, to_local=to_local, step=step, n_params=n_params,
-                 parts=None, eval_step=eval_sharded, burn_in_step=eval_sharded, van_hidden=())
+                 parts=None, eval_step=eval_sharded, burn_in_step=eval_sharded, van_hidden=(),
+                 annealed_eval=annealed_eval)
 
 
 def reweighted_free_energy(lse_w: np.ndarray, lse_w2: np.ndarray, batch: int, temperature: float,

@@ -60,6 +60,8 @@ class Built:
     eval_step: Callable     # jitted (params, sampler, key) -> (sampler, stats), frozen parameters
     burn_in_step: Callable  # the same, adapting the move width
     van_hidden: tuple       # the VAN's hidden widths (resolved default)
+    # OCP only: (steps, moves) -> annealing.AnnealedEval (``freeenergy eval --anneal-steps``)
+    annealed_eval: Optional[Callable] = None
 
 
 def make_to_local(lay: devices.Layout, batch: int) -> Callable:

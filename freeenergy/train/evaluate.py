@@ -132,7 +132,8 @@ def _ocp_extras(result: dict, series: dict, built) -> dict:
     rw = reweighted_free_energy(series["lse_w"], series["lse_w2"], built.cfg.batch, kt,
                                 s.ideal_constant())
     f_rw, f_rw_err = rw["F"] / n, rw["err"] / n
-    return {
+    extras = _ais_extras(series, built) if "lse_ais" in series else {}
+    return {**extras,
         "F_ex": {"mean": f["mean"] - ideal["F"], "err": f["err"]},
         "U_ex": {"mean": v["mean"], "err": v["err"]},
         "f_ex": {"mean": (f["mean"] - ideal["F"]) / kt, "err": f["err"] / kt},
@@ -142,6 +143,37 @@ def _ocp_extras(result: dict, series: dict, built) -> dict:
         "f_rw_ex": {"mean": (f_rw - ideal["F"]) / kt, "err": f_rw_err / kt},
         "ess": rw["ess"], "ess_per_sample": rw["ess_per_sample"],
         "bound_minus_reweighted": {"mean": (f["mean"] - f_rw) / kt, "unit": "k_B T per proton"},
+    }
+
+
+def _ais_extras(series: dict, built) -> dict:
+    """The annealed-importance-sampling estimates (``freeenergy.annealing``): F_ais (the same
+    estimator as F_rw with the AIS weights), its excess and reduced forms, the Kish ESS of the AIS
+    weights, and U_ais, the Boltzmann average of U from the weighted final samples."""
+    from freeenergy.train.build_ocp import reweighted_free_energy
+    s, n = built.system, built.system.n_particles
+    kt, ideal = s.temperature, s.ideal_gas()
+    ais = reweighted_free_energy(series["lse_ais"], series["lse_ais2"], built.cfg.batch, kt,
+                                 s.ideal_constant())
+    f_ais, f_ais_err = ais["F"] / n, ais["err"] / n
+    lse = np.asarray(series["lse_ais"], np.float64)
+    step_w = np.exp(lse - lse.max())
+    u_steps = np.asarray(series["u_ais"], np.float64) / n
+
+    def u_of(sel):
+        return float(np.sum(step_w[sel] * u_steps[sel]) / np.sum(step_w[sel]))
+
+    u_ais = u_of(np.ones(lse.size, bool))
+    jack = np.array([u_of(np.arange(lse.size) != k) for k in range(lse.size)])
+    u_err = float(np.sqrt((lse.size - 1) / lse.size * np.sum((jack - jack.mean()) ** 2)))
+    return {
+        "F_ais": {"mean": f_ais, "err": f_ais_err},
+        "F_ais_ex": {"mean": f_ais - ideal["F"], "err": f_ais_err},
+        "f_ais_ex": {"mean": (f_ais - ideal["F"]) / kt, "err": f_ais_err / kt},
+        "U_ais_ex": {"mean": u_ais, "err": u_err},
+        "u_ais_ex": {"mean": u_ais / kt, "err": u_err / kt},
+        "ais_ess": ais["ess"], "ais_ess_per_sample": ais["ess_per_sample"],
+        "ais_acceptance": float(np.mean(series["ais_acceptance"])),
     }
 
 
@@ -179,15 +211,23 @@ def format_eval(r: dict) -> str:
         lines.append(f"  Gamma = {r['gamma']:.6g}: f_ex = F_ex/(N k_B T) = {pm(r['f_ex'])} (bound), "
                      f"{pm(r['f_rw_ex'])} (reweighted, ESS {r['ess_per_sample']:.3g} per sample); "
                      f"u_ex = {pm(r['u_ex'])}")
+        if "f_ais_ex" in r:
+            a = r["anneal"]
+            lines.append(f"  annealed ({a['steps']} temperatures x {a['moves']} moves, acceptance "
+                         f"{r['ais_acceptance']:.2f}): f_ex = {pm(r['f_ais_ex'])}, ESS "
+                         f"{r['ais_ess_per_sample']:.3g} per sample; u_ex = {pm(r['u_ais_ex'])}")
     return "\n".join(lines)
 
 
 def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed: int,
-                   run_dir: str, out=None, signals=None, dog=None) -> int:
+                   run_dir: str, out=None, signals=None, dog=None,
+                   anneal: tuple[int, int] | None = None) -> int:
     """Runs the evaluation of ``state.params`` on ``state.sampler``'s walkers (this rank's,
     placed as the step expects) and writes RUN_DIR/eval.json (rank 0). Returns an exit status:
     0, or 75 when a signal stopped it (nothing written). The OCP's samples are exact and
-    independent: it needs no burn-in (set to 0)."""
+    independent: it needs no burn-in (set to 0). ``anneal`` = (temperatures, moves) (OCP only)
+    adds annealed importance sampling from every sample (``freeenergy.annealing``), its
+    schedule fixed by a pilot before the measured steps."""
     out = sys.stdout if out is None else out
     lay = built.layout
     if built.cfg.system == "ocp":
@@ -196,10 +236,22 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
     params, sampler = state.params, state.sampler
     records = []
     t0 = time.time()
+    step_fn, anneal_info = built.eval_step, None
+    if anneal is not None:
+        annealed = built.annealed_eval(*anneal)
+        print(f"annealing: tuning {anneal[0]} temperatures x {anneal[1]} moves on a pilot",
+              file=out, flush=True)
+        schedule, diagnostics = annealed.tune(params, jax.random.fold_in(key, -1 & 0x7FFFFFFF))
+        anneal_info = {"steps": anneal[0], "moves": anneal[1],
+                       "betas": np.asarray(schedule.betas).tolist(),
+                       "widths": np.asarray(schedule.widths).tolist(),
+                       "units": {"widths": "bohr (latent coordinates)"}, **diagnostics}
+        def step_fn(p, smp, k):
+            return annealed.eval_step(p, smp, k, schedule)
     print(f"evaluating the parameters of step {ckpt_step}: {burn_in} burn-in + {steps} steps of "
           f"{built.cfg.batch} walkers", file=out, flush=True)
     for t in range(burn_in + steps):
-        fn = built.burn_in_step if t < burn_in else built.eval_step
+        fn = built.burn_in_step if t < burn_in else step_fn
         if dog is not None:
             dog.begin(f"evaluation step {t + 1}")
         sampler, stats = fn(params, sampler, jax.random.fold_in(key, t))
@@ -218,6 +270,11 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
         return 1
     if lay.is_root:
         result = eval_result(records, built, ckpt_step, burn_in, seed, time.time() - t0)
+        if anneal_info is not None:
+            result["anneal"] = anneal_info
+            result["units"].update(F_ais=result["units"]["F"], F_ais_ex=result["units"]["F"],
+                                   f_ais_ex="k_B T per proton", U_ais_ex=result["units"]["F"],
+                                   u_ais_ex="k_B T per proton")
         path = os.path.join(run_dir, "eval.json")
         with open(path + ".tmp", "w") as fh:
             json.dump(result, fh, indent=2, allow_nan=False)
@@ -237,9 +294,12 @@ def load_run_config(run_dir: str) -> Config:
 def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
                  burn_in: int = DEFAULT_BURN_IN, seed: int | None = None, out=None,
                  signals=None, dog=None, mc_steps: int | None = None,
-                 sampling: str | None = None) -> int:
+                 sampling: str | None = None, anneal_steps: int = 0,
+                 anneal_moves: int = 1) -> int:
     """``freeenergy eval``: evaluates the newest checkpoint of RUN_DIR (see module docstring).
-    ``batch``, ``mc_steps`` and ``sampling`` default to the run's."""
+    ``batch``, ``mc_steps`` and ``sampling`` default to the run's; ``anneal_steps`` > 0 (OCP
+    runs) adds annealed importance sampling with that many temperatures and ``anneal_moves``
+    moves at each."""
     from freeenergy.train.driver import build
     if not isinstance(steps, int) or steps < 2:
         raise ConfigError(f"--steps must be an integer >= 2, got {steps!r}")
@@ -247,7 +307,14 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
         raise ConfigError(f"--burn-in must be an integer >= 0, got {burn_in!r}")
     if seed is not None and not 0 <= seed <= SEED_MAX:
         raise ConfigError(f"--seed must be an integer in [0, 2^63 - 1], got {seed!r}")
+    for flag, value, least in (("--anneal-steps", anneal_steps, 0),
+                               ("--anneal-moves", anneal_moves, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise ConfigError(f"{flag} must be an integer >= {least}, got {value!r}")
     train_cfg = load_run_config(run_dir)
+    if anneal_steps and train_cfg.system != "ocp":
+        raise ConfigError(f"--anneal-steps is an option of OCP runs (--system ocp); {run_dir} is "
+                          f"a {train_cfg.system} run (its electrons are not sampled by a flow)")
     overrides = {k: v for k, v in (("batch", batch), ("mc_steps", mc_steps),
                                    ("sampling", sampling)) if v is not None}
     cfg = validate(dataclasses.replace(train_cfg, **overrides))
@@ -275,4 +342,5 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
         state = state._replace(sampler=sampler)
     state = built.to_local(state)
     return evaluate_state(built, state, ckpt_step, steps, burn_in,
-                          train_cfg.seed if seed is None else seed, run_dir, out, signals, dog)
+                          train_cfg.seed if seed is None else seed, run_dir, out, signals, dog,
+                          anneal=(anneal_steps, anneal_moves) if anneal_steps else None)
