@@ -6,10 +6,14 @@
   to 1 and is increasing;
 * two protons in a 2D box (the exact free energy is a quadrature over the relative coordinate)
   with a deliberately poor flow, 10 k_B T per proton above the exact value: the annealed estimate
-  agrees with the quadrature, with several times the plain reweighting's effective sample size;
+  agrees with the quadrature, with several times the plain reweighting's effective sample size,
+  and the annealed bound -k_B T E[ln W] lies above the exact value and within a tenth of the
+  flow's gap;
   taking each temperature's weight AFTER its kernel instead of before (a classic slip) fails;
 * the CLI's annealed keys of eval.json: tests/test_ocp.py.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +100,12 @@ def test_annealed_estimate_at_the_exact_two_particle_free_energy():
     f_ais, err_ais, ais = _excess(records, cfg, system, "lse_ais", "lse_ais2")
     _, _, plain = _excess(records, cfg, system, "lse_w", "lse_w2")
     assert bound - exact > 5.0                    # the flow is poor: the test has teeth
+    # the annealed bound -k_B T E[ln W] (Jensen): above the exact value, far below the flow's
+    log_w = np.array([r["ais_log_w"] for r in records])
+    kt, ideal_total = system.temperature, system.ideal_gas()["F"] * cfg.n
+    ais_bound = (-kt * log_w.mean() + system.ideal_constant() - ideal_total) / (kt * cfg.n)
+    ais_bound_err = log_w.std() / math.sqrt(log_w.size - 1) / cfg.n
+    assert exact - 3 * ais_bound_err < ais_bound < exact + 0.1 * (bound - exact)
     assert abs(f_ais - exact) < 4 * err_ais + 2e-3, (f_ais, err_ais, exact)
     assert ais["ess_per_sample"] > 0.5
     assert ais["ess_per_sample"] > 2.5 * plain["ess_per_sample"]

@@ -231,7 +231,8 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     assert "annealed (4 temperatures x 2 moves" in capsys.readouterr().out
     with open(os.path.join(out, "eval.json")) as fh:
         ev = json.load(fh)
-    for key in ("F_ais", "F_ais_ex", "f_ais_ex", "U_ais_ex", "u_ais_ex", "ais_ess",
+    for key in ("F_ais", "F_ais_ex", "f_ais_ex", "F_ais_bound", "f_ais_bound_ex", "U_ais_ex",
+                "u_ais_ex", "ais_ess",
                 "ais_ess_per_sample", "ais_acceptance", "F_rw", "f_ex"):
         assert key in ev, key
     assert ev["anneal"]["steps"] == 4 and ev["anneal"]["moves"] == 2

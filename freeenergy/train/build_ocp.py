@@ -90,13 +90,14 @@ class AnnealedEval(NamedTuple):
     """``freeenergy eval --anneal-steps K``: tune(params, key) -> (annealing.Schedule, pilot
     diagnostics), run once before the measurement (the same on every rank); eval_step(params,
     sampler, key, schedule) -> (sampler, stats), the plain evaluation step's stats plus those of
-    an AIS pass from each of its exact samples (lse_ais, lse_ais2, u_ais, ais_acceptance)."""
+    an AIS pass from each of its exact samples (lse_ais, lse_ais2, u_ais, ais_acceptance, and
+    ais_log_w, the batch mean of ln W)."""
 
     tune: Callable
     eval_step: Callable
 
 
-PILOT_BATCH = 256  # chains of the pilot that fixes an annealed evaluation's schedule
+PILOT_BATCH = 64   # chains of the pilot that fixes an annealed evaluation's schedule
 
 
 def make_ocp_observables(n: int, dim: int, temperature: float, volume: float, constant: float):
@@ -273,7 +274,8 @@ def build_ocp(cfg: Config, lay: devices.Layout):
             stats.update(lse_ais=jax.scipy.special.logsumexp(log_w_all),
                          lse_ais2=jax.scipy.special.logsumexp(2.0 * log_w_all),
                          u_ais=jnp.sum(jax.nn.softmax(log_w_all) * every[:, 3]),
-                         ais_acceptance=jnp.mean(every[:, 4]), width=sampler.width)
+                         ais_acceptance=jnp.mean(every[:, 4]), ais_log_w=jnp.mean(log_w_all),
+                         width=sampler.width)
             return sampler._replace(x=s), stats
 
         sharded = devices.shard_step(step_fn, (R, sampler_spec, R, R), (sampler_spec, R))
