@@ -18,7 +18,9 @@ k_B T d ln p_theta(S)/d theta at fixed S, whose mean is zero (Roeder, Wu & Duven
 arXiv:2207.08219): per sample it vanishes when p is the Boltzmann density. Adam applies either.
 
 For the importance-reweighted free energy each step also reports, over the whole batch,
-logsumexp(w) and logsumexp(2w) of the log-weights w = -U/k_B T - ln p (``lse_w``, ``lse_w2``).
+logsumexp(w) and logsumexp(2w) of the log-weights w = -U/k_B T - ln p (``lse_w``, ``lse_w2``);
+``eval --anneal-steps`` (``AnnealedEval``) also carries each sample through annealed importance
+sampling to the Boltzmann density (``freeenergy.annealing``).
 
 The walkers of the electron gas have no counterpart here (samples are independent); the sampler
 state keeps the last samples (b, N, d) so checkpoints, MPI layouts and resume work unchanged.
