@@ -73,3 +73,12 @@ def batch_stats(values) -> Stats:
     n = x.size
     var = float(x.var(ddof=1)) if n > 1 else 0.0
     return Stats(float(x.mean()), math.sqrt(var / max(n, 1)), var, 1.0, n)
+
+
+def jackknife_error(estimate, steps: int) -> float:
+    """Delete-one jackknife error of ``estimate(selection)`` over ``steps`` blocks, where
+    ``selection`` is a boolean mask (steps,) of the blocks kept; nan for fewer than 2 blocks."""
+    if steps < 2:
+        return float("nan")
+    jack = np.array([estimate(np.arange(steps) != k) for k in range(steps)])
+    return math.sqrt((steps - 1) / steps * np.sum((jack - jack.mean()) ** 2))

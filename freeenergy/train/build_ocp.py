@@ -39,6 +39,7 @@ from jax.flatten_util import ravel_pytree
 
 from freeenergy import annealing, devices
 from freeenergy.config import Config
+from freeenergy.estimators import jackknife_error
 from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import SamplerState
@@ -319,11 +320,7 @@ def reweighted_free_energy(lse_w: np.ndarray, lse_w2: np.ndarray, batch: int, te
 
     every = np.ones(steps, bool)
     f = f_of(every)
-    if steps > 1:
-        jack = np.array([f_of(np.arange(steps) != k) for k in range(steps)])
-        err = math.sqrt((steps - 1) / steps * np.sum((jack - jack.mean()) ** 2))
-    else:
-        err = float("nan")
+    err = jackknife_error(f_of, steps)
     total_w = np.logaddexp.reduce(lse_w)
     total_w2 = np.logaddexp.reduce(lse_w2)
     ess = math.exp(2.0 * total_w - total_w2)

@@ -30,7 +30,7 @@ import numpy as np
 
 from freeenergy import devices, version
 from freeenergy.config import SEED_MAX, Config, ConfigError, validate
-from freeenergy.estimators import blocking
+from freeenergy.estimators import blocking, jackknife_error
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, KB_HA_PER_K
 from freeenergy.train import checkpoint, rundir
 from freeenergy.train.summary import finite_or_none, particle_name
@@ -167,8 +167,7 @@ def _ais_extras(series: dict, built) -> dict:
         return float(np.sum(step_w[sel] * u_steps[sel]) / np.sum(step_w[sel]))
 
     u_ais = u_of(np.ones(lse.size, bool))
-    jack = np.array([u_of(np.arange(lse.size) != k) for k in range(lse.size)])
-    u_err = float(np.sqrt((lse.size - 1) / lse.size * np.sum((jack - jack.mean()) ** 2)))
+    u_err = jackknife_error(u_of, lse.size)
     lw = _series_stats(np.asarray(series["ais_log_w"], np.float64), built.cfg.batch)
     f_bound = (-kt * lw["mean"] + s.ideal_constant()) / n
     f_bound_err = kt * lw["err"] / n
