@@ -239,6 +239,20 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     assert len(ev["anneal"]["betas"]) == 5 and ev["anneal"]["betas"][-1] == 1.0
     assert ev["f_ais_ex"]["mean"] == pytest.approx(ev["F_ais_ex"]["mean"] / kt)
     assert math.isfinite(ev["u_ais_ex"]["mean"]) and ev["units"]["f_ais_ex"] == "k_B T per proton"
+    # the eos table carries the reduced excess parts of the evaluation, to the digit
+    table_prefix = str(tmp_path / "eos")
+    assert main(["eos", out, "--out", table_prefix]) == 0
+    md = capsys.readouterr().out
+    assert "f_ex annealed reweighted" in md and "Γ=5" in md
+    with open(table_prefix + ".json") as fh:
+        (row,) = json.load(fh)["rows"]
+    for key in ("f_ex", "u_ex", "f_rw_ex", "f_ais_bound_ex", "f_ais_ex", "u_ais_ex"):
+        assert (row[key], row[key + "_err"]) == (ev[key]["mean"], ev[key]["err"]), key
+    assert row["ais_ess_per_sample"] == ev["ais_ess_per_sample"]
+    assert row["ess_per_sample"] == ev["ess_per_sample"]
+    with open(table_prefix + ".csv") as fh:
+        header = fh.readline()
+    assert "f_ais_ex [k_B T]" in header and "ais_ess_per_sample [fraction of samples]" in header
     for flags, words in ((["--anneal-steps", "-1"], "--anneal-steps must be an integer >= 0"),
                          (["--anneal-steps", "2", "--anneal-moves", "0"], "--anneal-moves")):
         assert main(["eval", out, "--steps", "3", *flags]) == 2

@@ -10,6 +10,11 @@ electron gas, proton for the OCP and hydrogen):
 * F, E, K, V (Ha), S (k_B), P (Ha/bohr^dim; also GPa in 3D), each with its error bar, from
   eval.json only (never from training averages);
 * the exact canonical ideal gas of the same basis (F0, E0 in Ha, S0 in k_B; config.json);
+* classical protons (OCP): the reduced excess parts in k_B T per proton with their error bars,
+  f_ex and u_ex of the flow's bound, the reweighted f_rw_ex with its Kish ESS per sample and,
+  when the run was evaluated with ``--anneal-steps``, the annealed bound f_ais_bound_ex, the
+  annealed reweighting f_ais_ex (ESS per sample ais_ess_per_sample) and u_ais_ex; empty cells
+  for other systems or where eval.json lacks them;
 * the evaluation's size: steps and samples (summed over the runs of the point), the training
   step of the evaluated checkpoint (the smallest over the runs), and the run directories;
 * ``eval``: "ok", "missing" (no run of the point has eval.json: no numbers) or "partial: k of n
@@ -40,6 +45,10 @@ from freeenergy.results.runs import Run
 
 QUANTITIES = ("F", "E", "S", "P", "K", "V")
 IDEAL = ("F0", "E0", "S0")
+# eval.json's reduced excess parts (OCP): {"mean", "err"} in k_B T per particle
+EXCESS = ("f_ex", "u_ex", "f_rw_ex", "f_ais_bound_ex", "f_ais_ex", "u_ais_ex")
+# eval.json's effective sample sizes (Kish, per sample) of the two reweightings
+ESS = ("ess_per_sample", "ais_ess_per_sample")
 # config options that define a state point (besides the twist)
 POINT_OPTIONS = ("system", "dim", "n", "paramagnetic", "coupling", "rs", "theta", "gamma",
                  "temperature_K", "cutoff", "cutoff_tail")
@@ -54,18 +63,24 @@ UNITS = {
     "S0": "k_B per particle", "S_fd": "k_B per particle", "P_fd": "hartree per bohr^dim",
     "eval_steps": "steps", "eval_samples": "samples (steps x walkers)",
     "checkpoint_step": "training steps",
+    **{q: "k_B T per particle" for q in EXCESS},
+    **{q: "fraction of samples" for q in ESS},
 }
-for _q in ("F", "E", "S", "P", "K", "V", "P_GPa", "S_fd", "P_fd"):
+for _q in ("F", "E", "S", "P", "K", "V", "P_GPa", "S_fd", "P_fd") + EXCESS:
     UNITS[_q + "_err"] = UNITS[_q]
 SHORT_UNITS = {"hartree per particle": "Ha", "k_B per particle": "k_B",
                "hartree per bohr^dim": "Ha/bohr^d", "bohr^dim per particle": "bohr^d",
-               "hartree": "Ha", "kelvin": "K", "2 pi / L": "2pi/L"}
+               "hartree": "Ha", "kelvin": "K", "2 pi / L": "2pi/L",
+               "k_B T per particle": "k_B T"}
 
 CSV_COLUMNS = ("system", "dim", "n", "paramagnetic", "coupling", "per", "rs", "v", "density",
                "T_K", "T_Ha", "theta", "gamma", "twist", "n_twists",
                "F", "F_err", "E", "E_err", "S", "S_err", "P", "P_err", "P_GPa", "P_GPa_err",
                "K", "K_err", "V", "V_err", "F0", "E0", "S0",
                "S_fd", "S_fd_err", "P_fd", "P_fd_err",
+               "f_ex", "f_ex_err", "u_ex", "u_ex_err", "f_rw_ex", "f_rw_ex_err", "ess_per_sample",
+               "f_ais_bound_ex", "f_ais_bound_ex_err", "f_ais_ex", "f_ais_ex_err",
+               "ais_ess_per_sample", "u_ais_ex", "u_ais_ex_err",
                "eval", "eval_steps", "eval_samples", "checkpoint_step", "runs")
 
 
@@ -116,10 +131,12 @@ def run_row(run: Run, extra: Optional[Callable[[Run], dict]] = None) -> dict:
     ideal = der.get("ideal_gas") or {}
     for q, key in zip(IDEAL, ("F", "E", "S")):
         row[q] = ideal.get(key)
-    for q in QUANTITIES:
+    for q in QUANTITIES + EXCESS:
         stats = ev.get(q) if ev else None
         row[q] = stats.get("mean") if stats else None
         row[q + "_err"] = stats.get("err") if stats else None
+    for q in ESS:
+        row[q] = ev.get(q) if ev else None
     if dim == 3 and row["P"] is not None:
         row["P_GPa"] = row["P"] * HA_PER_BOHR3_IN_GPA
         row["P_GPa_err"] = None if row["P_err"] is None else row["P_err"] * HA_PER_BOHR3_IN_GPA
@@ -132,7 +149,7 @@ def run_row(run: Run, extra: Optional[Callable[[Run], dict]] = None) -> dict:
     return row
 
 
-AVERAGED = QUANTITIES + ("P_GPa",)
+AVERAGED = QUANTITIES + ("P_GPa",) + EXCESS
 
 
 def _average(rows: list[dict]) -> dict:
@@ -147,7 +164,7 @@ def _average(rows: list[dict]) -> dict:
         for q in AVERAGED:
             out[q], out[q + "_err"] = _mean_err([r[q] for r in group],
                                                 [r[q + "_err"] for r in group])
-        for q in IDEAL:
+        for q in IDEAL + ESS:
             out[q] = _mean_err([r[q] for r in group], [0.0] * len(group))[0]
         out["_extra"] = {k: _mean_err([r["_extra"][k] for r in group], [0.0] * len(group))[0]
                          for k in group[0]["_extra"]}
@@ -311,6 +328,31 @@ def to_markdown(rows: list[dict]) -> str:
         cells += [format_pm(r.get("S_fd"), r.get("S_fd_err")) if r.get("S_fd") is not None else "",
                   format_pm(r.get("P_fd"), r.get("P_fd_err")) if r.get("P_fd") is not None else "",
                   _fmt(r.get("eval_steps")), _fmt(r.get("eval_samples")), r["eval"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n" + _excess_markdown(rows)
+
+
+def _excess_markdown(rows: list[dict]) -> str:
+    """A second table for the rows whose evaluation holds the reduced excess parts (classical
+    protons): bound, reweighted and annealed f_ex with ESS per sample, u_ex; '' when none does."""
+    rows = [r for r in rows if r.get("f_ex") is not None]
+    if not rows:
+        return ""
+    head = ["system", "d", "N", "rs [bohr]", "Γ", "f_ex bound", "f_ex reweighted", "ESS",
+            "f_ex annealed bound", "f_ex annealed reweighted", "ESS (annealed)", "u_ex",
+            "u_ex annealed", "samples"]
+    lines = ["", "Excess parts per proton in k_B T (f_ex = F_ex/(N k_B T), u_ex = U_ex/(N k_B T)): "
+             "the flow's bound, its importance reweighting and, with `eval --anneal-steps`, "
+             "the annealed bound and reweighting.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["system"], str(r["dim"]), str(r["n"]), f"{r['rs']:g}",
+                 "" if r.get("gamma") is None else f"{r['gamma']:.4g}"]
+        for q in ("f_ex", "f_rw_ex", "ess_per_sample", "f_ais_bound_ex", "f_ais_ex",
+                  "ais_ess_per_sample", "u_ex", "u_ais_ex"):
+            cells.append(_fmt(r.get(q), ".3g") if q in ESS else
+                         format_pm(r.get(q), r.get(q + "_err")) if r.get(q) is not None else "")
+        cells.append(_fmt(r.get("eval_samples")))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
