@@ -320,3 +320,42 @@ def test_hydrogen_distributed_cg_sr_gives_the_single_shard_update(mpi_available)
     assert r["rel_stats"] < 1e-13 and r["rel_grads"] < 1e-12 and r["rel_grads_gathered"] < 1e-12
     assert r["rel_updates_gathered"] < 1e-8 and r["rel_params"] < 1e-8
     assert r["params_agree_across_ranks"]
+
+
+OCP = ["--system", "ocp", "--dim", "3", "--n", "4", "--rs", "1.5", "--gamma", "5", "--batch", "8",
+       "--proton-flow-layers", "2", "--proton-flow-hidden", "8", "--proton-flow-bins", "4",
+       "--seed", "4"]
+
+
+def test_annealed_ocp_eval_on_two_ranks_equals_two_devices_of_one(mpi_available, tmp_path):
+    """``eval --anneal-steps`` under 2 ranks x 1 device and in one process with 2 faked devices:
+    the same global shards (each draws from its own key), so the pilot's schedule (run alike on
+    every rank) and every estimate computed from the gathered log-weights -- F_ais, the annealed
+    bound, ESS, U_ais -- agree to round-off, and every sample is counted once."""
+    run = str(tmp_path / "ocp")
+    train = subprocess.run([sys.executable, "freeenergy.py", "train", *OCP, "--steps", "3",
+                            "--out", run], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                           timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+    evals = {}
+    eval_args = ["freeenergy.py", "eval", run, "--steps", "2", "--anneal-steps", "5",
+                 "--anneal-moves", "2"]
+    for name, proc in (("ranks", lambda: _mpi(2, eval_args)),
+                       ("devices", lambda: subprocess.run(
+                           [sys.executable, *eval_args], cwd=ROOT, env=_env(2),
+                           capture_output=True, text=True, timeout=300))):
+        done = proc()
+        assert done.returncode == 0, done.stderr[-3000:]
+        with open(os.path.join(run, "eval.json")) as fh:
+            evals[name] = json.load(fh)
+    a, b = evals["ranks"], evals["devices"]
+    assert a["samples"] == b["samples"] == 16
+    assert a["anneal"]["betas"] == b["anneal"]["betas"]
+    assert a["anneal"]["widths"] == b["anneal"]["widths"]
+    assert 0.0 < a["ais_acceptance"] < 1.0
+    assert abs(a["ais_acceptance"] - b["ais_acceptance"]) < 1e-14
+    for key in ("F", "F_rw", "F_ais", "F_ais_bound", "U_ais_ex"):
+        for part in ("mean", "err"):
+            assert a[key][part] == pytest.approx(b[key][part], rel=1e-12, abs=1e-14), (key, part)
+    assert a["ais_ess"] == pytest.approx(b["ais_ess"], rel=1e-12)
+    assert 1.0 <= a["ais_ess"] <= 16.0
