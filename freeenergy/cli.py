@@ -132,7 +132,8 @@ def _cmd_eval(args) -> int:
                                      args.seed, signals=signals, dog=dog,
                                      mc_steps=args.mc_steps, sampling=args.sampling,
                                      anneal_steps=args.anneal_steps,
-                                     anneal_moves=args.anneal_moves)
+                                     anneal_moves=args.anneal_moves,
+                                     anneal_kernel=args.anneal_kernel)
 
 
 def _cmd_bench(args) -> int:
@@ -190,6 +191,10 @@ def make_parser() -> argparse.ArgumentParser:
                         "eval.json gets F_ais, f_ais_ex, ais_ess_per_sample, U_ais_ex); 0: off")
     p_eval.add_argument("--anneal-moves", type=int, default=1, metavar="M",
                         help="Metropolis moves of all latent coordinates at each temperature")
+    p_eval.add_argument("--anneal-kernel", default="rw", metavar="KERNEL",
+                        help="the moves: rw (random walk, one flow pass each; default) or mala "
+                        "(Langevin proposals from the gradient of the log-weight, about three "
+                        "passes each, far larger steps)")
     p_eval.set_defaults(func=_cmd_eval)
     p_bench = sub.add_parser("bench", formatter_class=HelpFormatter,
                              help="time training steps (sampling, local energy, gradients, SR)")

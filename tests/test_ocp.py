@@ -228,7 +228,7 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     assert ev["u_ex"]["mean"] == pytest.approx(ev["V"]["mean"] / kt)
     # annealed importance sampling from every exact sample (tests/test_annealing.py)
     assert main(["eval", out, "--steps", "3", "--anneal-steps", "4", "--anneal-moves", "2"]) == 0
-    assert "annealed (4 temperatures x 2 moves" in capsys.readouterr().out
+    assert "annealed (4 temperatures x 2 rw moves" in capsys.readouterr().out
     with open(os.path.join(out, "eval.json")) as fh:
         ev = json.load(fh)
     for key in ("F_ais", "F_ais_ex", "f_ais_ex", "F_ais_bound", "f_ais_bound_ex", "U_ais_ex",
@@ -239,6 +239,14 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     assert len(ev["anneal"]["betas"]) == 5 and ev["anneal"]["betas"][-1] == 1.0
     assert ev["f_ais_ex"]["mean"] == pytest.approx(ev["F_ais_ex"]["mean"] / kt)
     assert math.isfinite(ev["u_ais_ex"]["mean"]) and ev["units"]["f_ais_ex"] == "k_B T per proton"
+    assert ev["anneal"]["kernel"] == "rw"
+    # Langevin moves (tests/test_annealing.py)
+    assert main(["eval", out, "--steps", "2", "--anneal-steps", "3", "--anneal-kernel",
+                 "mala"]) == 0
+    assert "annealed (3 temperatures x 1 mala moves" in capsys.readouterr().out
+    with open(os.path.join(out, "eval.json")) as fh:
+        mala = json.load(fh)
+    assert mala["anneal"]["kernel"] == "mala" and math.isfinite(mala["f_ais_ex"]["mean"])
     # the eos table carries the reduced excess parts of the evaluation, to the digit
     table_prefix = str(tmp_path / "eos")
     assert main(["eos", out, "--out", table_prefix]) == 0
@@ -247,14 +255,16 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
     with open(table_prefix + ".json") as fh:
         (row,) = json.load(fh)["rows"]
     for key in ("f_ex", "u_ex", "f_rw_ex", "f_ais_bound_ex", "f_ais_ex", "u_ais_ex"):
-        assert (row[key], row[key + "_err"]) == (ev[key]["mean"], ev[key]["err"]), key
-    assert row["ais_ess_per_sample"] == ev["ais_ess_per_sample"]
-    assert row["ess_per_sample"] == ev["ess_per_sample"]
+        assert (row[key], row[key + "_err"]) == (mala[key]["mean"], mala[key]["err"]), key
+    assert row["ais_ess_per_sample"] == mala["ais_ess_per_sample"]
+    assert row["ess_per_sample"] == mala["ess_per_sample"]
     with open(table_prefix + ".csv") as fh:
         header = fh.readline()
     assert "f_ais_ex [k_B T]" in header and "ais_ess_per_sample [fraction of samples]" in header
     for flags, words in ((["--anneal-steps", "-1"], "--anneal-steps must be an integer >= 0"),
-                         (["--anneal-steps", "2", "--anneal-moves", "0"], "--anneal-moves")):
+                         (["--anneal-steps", "2", "--anneal-moves", "0"], "--anneal-moves"),
+                         (["--anneal-steps", "2", "--anneal-kernel", "hmc"],
+                          "--anneal-kernel must be one of rw, mala")):
         assert main(["eval", out, "--steps", "3", *flags]) == 2
         assert words in capsys.readouterr().err
 

@@ -235,11 +235,12 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         e = potential(s)
         return -e / temperature - (log_base - logdet), e
 
-    def annealed_eval(steps: int, moves: int) -> AnnealedEval:
+    def annealed_eval(steps: int, moves: int, kernel: str = "rw") -> AnnealedEval:
         """The annealed evaluation (``AnnealedEval``) with ``steps`` temperatures and ``moves``
-        Metropolis moves at each (``freeenergy.annealing``)."""
-        anneal = annealing.make_annealer(log_weight, length, moves)
-        pilot = jax.jit(annealing.make_pilot(log_weight, length, moves))
+        Metropolis moves of ``kernel`` (``annealing.KERNELS``) at each
+        (``freeenergy.annealing``)."""
+        anneal = annealing.make_annealer(log_weight, length, moves, kernel)
+        pilot = jax.jit(annealing.make_pilot(log_weight, length, moves, kernel))
 
         def tune(params, key):
             k_u, k_pilot = jax.random.split(key)

@@ -60,7 +60,7 @@ class Built:
     eval_step: Callable     # jitted (params, sampler, key) -> (sampler, stats), frozen parameters
     burn_in_step: Callable  # the same, adapting the move width
     van_hidden: tuple       # the VAN's hidden widths (resolved default)
-    # OCP only: (steps, moves) -> annealing.AnnealedEval (``freeenergy eval --anneal-steps``)
+    # OCP only: (steps, moves, kernel) -> annealing.AnnealedEval (``freeenergy eval --anneal-steps``)
     annealed_eval: Optional[Callable] = None
 
 

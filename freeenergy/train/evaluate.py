@@ -28,7 +28,7 @@ import time
 import jax
 import numpy as np
 
-from freeenergy import devices, version
+from freeenergy import annealing, devices, version
 from freeenergy.config import SEED_MAX, Config, ConfigError, validate
 from freeenergy.estimators import blocking, jackknife_error
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, KB_HA_PER_K
@@ -220,7 +220,8 @@ def format_eval(r: dict) -> str:
                      f"u_ex = {pm(r['u_ex'])}")
         if "f_ais_ex" in r:
             a = r["anneal"]
-            lines.append(f"  annealed ({a['steps']} temperatures x {a['moves']} moves, acceptance "
+            lines.append(f"  annealed ({a['steps']} temperatures x {a['moves']} "
+                         f"{a.get('kernel', 'rw')} moves, acceptance "
                          f"{r['ais_acceptance']:.2f}): f_ex = {pm(r['f_ais_bound_ex'])} (bound), "
                          f"{pm(r['f_ais_ex'])} (reweighted, ESS {r['ais_ess_per_sample']:.3g} per "
                          f"sample); u_ex = {pm(r['u_ais_ex'])}")
@@ -229,11 +230,11 @@ def format_eval(r: dict) -> str:
 
 def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed: int,
                    run_dir: str, out=None, signals=None, dog=None,
-                   anneal: tuple[int, int] | None = None) -> int:
+                   anneal: tuple[int, int, str] | None = None) -> int:
     """Runs the evaluation of ``state.params`` on ``state.sampler``'s walkers (this rank's,
     placed as the step expects) and writes RUN_DIR/eval.json (rank 0). Returns an exit status:
     0, or 75 when a signal stopped it (nothing written). The OCP's samples are exact and
-    independent: it needs no burn-in (set to 0). ``anneal`` = (temperatures, moves) (OCP only)
+    independent: it needs no burn-in (set to 0). ``anneal`` = (temperatures, moves, kernel) (OCP only)
     adds annealed importance sampling from every sample (``freeenergy.annealing``), its
     schedule fixed by a pilot before the measured steps."""
     out = sys.stdout if out is None else out
@@ -247,10 +248,10 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
     step_fn, anneal_info = built.eval_step, None
     if anneal is not None:
         annealed = built.annealed_eval(*anneal)
-        print(f"annealing: tuning {anneal[0]} temperatures x {anneal[1]} moves on a pilot",
-              file=out, flush=True)
+        print(f"annealing: tuning {anneal[0]} temperatures x {anneal[1]} {anneal[2]} moves on a "
+              f"pilot", file=out, flush=True)
         schedule, diagnostics = annealed.tune(params, jax.random.fold_in(key, -1 & 0x7FFFFFFF))
-        anneal_info = {"steps": anneal[0], "moves": anneal[1],
+        anneal_info = {"steps": anneal[0], "moves": anneal[1], "kernel": anneal[2],
                        "betas": np.asarray(schedule.betas).tolist(),
                        "widths": np.asarray(schedule.widths).tolist(),
                        "units": {"widths": "bohr (latent coordinates)"}, **diagnostics}
@@ -305,11 +306,11 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
                  burn_in: int = DEFAULT_BURN_IN, seed: int | None = None, out=None,
                  signals=None, dog=None, mc_steps: int | None = None,
                  sampling: str | None = None, anneal_steps: int = 0,
-                 anneal_moves: int = 1) -> int:
+                 anneal_moves: int = 1, anneal_kernel: str = "rw") -> int:
     """``freeenergy eval``: evaluates the newest checkpoint of RUN_DIR (see module docstring).
     ``batch``, ``mc_steps`` and ``sampling`` default to the run's; ``anneal_steps`` > 0 (OCP
     runs) adds annealed importance sampling with that many temperatures and ``anneal_moves``
-    moves at each."""
+    moves of ``anneal_kernel`` (``annealing.KERNELS``) at each."""
     from freeenergy.train.driver import build
     if not isinstance(steps, int) or steps < 2:
         raise ConfigError(f"--steps must be an integer >= 2, got {steps!r}")
@@ -321,6 +322,9 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
                                ("--anneal-moves", anneal_moves, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"{flag} must be an integer >= {least}, got {value!r}")
+    if anneal_kernel not in annealing.KERNELS:
+        raise ConfigError(f"--anneal-kernel must be one of {', '.join(annealing.KERNELS)}, got "
+                          f"{anneal_kernel!r}")
     train_cfg = load_run_config(run_dir)
     if anneal_steps and train_cfg.system != "ocp":
         raise ConfigError(f"--anneal-steps is an option of OCP runs (--system ocp); {run_dir} is "
@@ -353,4 +357,5 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
     state = built.to_local(state)
     return evaluate_state(built, state, ckpt_step, steps, burn_in,
                           train_cfg.seed if seed is None else seed, run_dir, out, signals, dog,
-                          anneal=(anneal_steps, anneal_moves) if anneal_steps else None)
+                          anneal=((anneal_steps, anneal_moves, anneal_kernel) if anneal_steps
+                                  else None))
