@@ -9,12 +9,18 @@
 * constants: the thermal wavelength against SI constants, Gamma <-> T, the DeWitt-Slattery-Chabrier
   fit at its tabulated points;
 * the CLI: train, resume, summary and eval (plain and annealed) of an OCP run; its bad input
-  exits 2.
+  exits 2;
+* an annealed evaluation stopped by SIGTERM (exit 75) and then killed with SIGKILL goes on from
+  eval.partial.json to exactly the eval.json of an uninterrupted one.
 """
 
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -267,6 +273,61 @@ def test_cli_train_resume_summary_eval(tmp_path, capsys):
                           "--anneal-kernel must be one of rw, mala")):
         assert main(["eval", out, "--steps", "3", *flags]) == 2
         assert words in capsys.readouterr().err
+
+
+def _interrupt_eval(args, partial, records, sig, root):
+    """Starts ``freeenergy.py eval *args`` and sends ``sig`` once ``partial`` holds at least
+    ``records`` steps; returns (exit status, output, steps in ``partial``)."""
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=root)
+    proc = subprocess.Popen([sys.executable, "freeenergy.py", "eval", *args], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 240:
+        try:
+            with open(partial) as fh:
+                if len(json.load(fh)["records"]) >= records:
+                    break
+        except (OSError, ValueError):
+            pass
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    output = proc.communicate(timeout=120)[0]
+    with open(partial) as fh:
+        return proc.returncode, output, len(json.load(fh)["records"])
+
+
+def test_interrupted_annealed_eval_goes_on_to_the_same_numbers(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = str(tmp_path / "ocp")
+    assert main(["train", *SMALL_OCP, "--steps", "2", "--out", out]) == 0
+    args = [out, "--steps", "60", "--anneal-steps", "10", "--anneal-moves", "2", "--anneal-kernel",
+            "mala"]
+    assert main(["eval", *args]) == 0                          # uninterrupted, in this process
+    eval_path, partial = os.path.join(out, "eval.json"), os.path.join(out, "eval.partial.json")
+    with open(eval_path) as fh:
+        whole = json.load(fh)
+    assert not os.path.exists(partial)
+    os.remove(eval_path)
+    rc, text, first = _interrupt_eval(args, partial, 3, signal.SIGTERM, root)
+    assert rc == 75 and "steps kept in" in text and 3 <= first < 60, text
+    assert not os.path.exists(eval_path)
+    rc, text, second = _interrupt_eval(args, partial, first + 3, signal.SIGKILL, root)
+    assert rc == -signal.SIGKILL and f"{first} of 60 steps done" in text, text
+    assert "tuning" not in text                                 # the schedule was kept
+    assert first + 3 <= second < 60
+    assert main(["eval", *args]) == 0
+    assert not os.path.exists(partial)
+    with open(eval_path) as fh:
+        resumed = json.load(fh)
+    for doc in (whole, resumed):
+        doc.pop("wall_time_s")
+    assert resumed == whole
+    # another evaluation's progress is not taken over
+    with open(partial, "w") as fh:
+        json.dump({"fingerprint": {"steps": 3}, "records": []}, fh)
+    assert main(["eval", out, "--steps", "3"]) == 0
+    assert not os.path.exists(partial)
 
 
 @pytest.mark.parametrize("flags,words", [

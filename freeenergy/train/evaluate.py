@@ -15,6 +15,13 @@ fixed width, so the chain is exactly stationary -- and writes ``RUN_DIR/eval.jso
 Unlike ``summary.json`` (averages over training steps, parameter drift included), every sample
 here comes from one fixed trial density matrix, so F is a rigorous upper bound on the free energy
 of the finite system up to its error bar.
+
+OCP evaluations (exact, independent samples: step t depends only on the parameters and its own
+key) are resumable: after every measured step rank 0 writes RUN_DIR/eval.partial.json (atomically:
+the steps done, and the annealing schedule), and an evaluation started again with the same
+checkpoint, steps, batch, seed, shard count, annealing options and code version goes on from
+there, to the same numbers as an uninterrupted one; eval.json replaces it at the end. Evaluations
+of electrons (Markov chains whose walkers would have to be saved too) start over.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from freeenergy import annealing, devices, version
@@ -42,6 +50,31 @@ PER_PARTICLE = ("F", "E", "K", "V", "S")
 HYDROGEN_PARTS = ("F_electrons", "E_electrons", "S_electrons", "K_electrons", "F_protons",
                   "S_protons", "V_pp")
 EVAL_SEED_SALT = 0x6576616C  # "eval": the evaluation's random stream differs from training's
+PARTIAL = "eval.partial.json"  # an OCP evaluation's progress (module docstring)
+
+
+def _read_partial(path: str, fingerprint: dict, out) -> dict | None:
+    """The progress in ``path`` if it belongs to the evaluation ``fingerprint`` (rank 0)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            prior = json.load(fh)
+        ok = prior["fingerprint"] == fingerprint and isinstance(prior["records"], list)
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        print(f"{path} belongs to another evaluation (or is damaged): starting over", file=out,
+              flush=True)
+        return None
+    return prior
+
+
+def _write_partial(path: str, fingerprint: dict, records: list, anneal_info, wall_s: float):
+    with open(path + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump({"fingerprint": fingerprint, "records": records, "anneal": anneal_info,
+                   "wall_time_s": wall_s}, fh, allow_nan=True)
+    os.replace(path + ".tmp", path)
 
 
 def _series_stats(values, batch: int) -> dict:
@@ -239,46 +272,74 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
     schedule fixed by a pilot before the measured steps."""
     out = sys.stdout if out is None else out
     lay = built.layout
-    if built.cfg.system == "ocp":
+    resumable = built.cfg.system == "ocp"
+    if resumable:
         burn_in = 0
     key = jax.random.fold_in(jax.random.PRNGKey(seed), EVAL_SEED_SALT)
     params, sampler = state.params, state.sampler
-    records = []
+    records, prior_wall = [], 0.0
     t0 = time.time()
+    partial_path = os.path.join(run_dir, PARTIAL)
+    fingerprint = {"checkpoint_step": int(ckpt_step), "steps": int(steps),
+                   "batch": int(built.cfg.batch), "seed": int(seed), "shards": lay.n_shards,
+                   "anneal": None if anneal is None else list(anneal),
+                   "code_version": version.code_version()}
+    prior = None
+    if resumable:
+        prior = devices.bcast(_read_partial(partial_path, fingerprint, out) if lay.is_root
+                              else None)
+    if prior is not None:
+        records, prior_wall = prior["records"], float(prior.get("wall_time_s", 0.0))
+        print(f"resuming the evaluation from {partial_path}: {len(records)} of {steps} steps "
+              f"done", file=out, flush=True)
     step_fn, anneal_info = built.eval_step, None
     if anneal is not None:
         annealed = built.annealed_eval(*anneal)
-        print(f"annealing: tuning {anneal[0]} temperatures x {anneal[1]} {anneal[2]} moves on a "
-              f"pilot", file=out, flush=True)
-        schedule, diagnostics = annealed.tune(params, jax.random.fold_in(key, -1 & 0x7FFFFFFF))
-        anneal_info = {"steps": anneal[0], "moves": anneal[1], "kernel": anneal[2],
-                       "betas": np.asarray(schedule.betas).tolist(),
-                       "widths": np.asarray(schedule.widths).tolist(),
-                       "units": {"widths": "bohr (latent coordinates)"}, **diagnostics}
+        if prior is not None and prior.get("anneal"):
+            anneal_info = prior["anneal"]
+        else:
+            print(f"annealing: tuning {anneal[0]} temperatures x {anneal[1]} {anneal[2]} moves "
+                  f"on a pilot", file=out, flush=True)
+            schedule, diagnostics = annealed.tune(params,
+                                                  jax.random.fold_in(key, -1 & 0x7FFFFFFF))
+            anneal_info = {"steps": anneal[0], "moves": anneal[1], "kernel": anneal[2],
+                           "betas": np.asarray(schedule.betas).tolist(),
+                           "widths": np.asarray(schedule.widths).tolist(),
+                           "units": {"widths": "bohr (latent coordinates)"}, **diagnostics}
+        schedule = annealing.Schedule(betas=jnp.asarray(anneal_info["betas"], jnp.float64),
+                                      widths=jnp.asarray(anneal_info["widths"], jnp.float64))
+
         def step_fn(p, smp, k):
             return annealed.eval_step(p, smp, k, schedule)
     print(f"evaluating the parameters of step {ckpt_step}: {burn_in} burn-in + {steps} steps of "
           f"{built.cfg.batch} walkers", file=out, flush=True)
-    for t in range(burn_in + steps):
+    first = burn_in + len(records)
+    for t in range(first, burn_in + steps):
         fn = built.burn_in_step if t < burn_in else step_fn
         if dog is not None:
             dog.begin(f"evaluation step {t + 1}")
         sampler, stats = fn(params, sampler, jax.random.fold_in(key, t))
         st = {k: float(v) for k, v in jax.device_get(stats).items()}
         if dog is not None:
-            dog.end(record=t > 0)
+            dog.end(record=t > first)      # the first step compiles
         if t >= burn_in:
             records.append(st)
+            if resumable and lay.is_root:
+                _write_partial(partial_path, fingerprint, records, anneal_info,
+                               prior_wall + time.time() - t0)
         stop = devices.any_rank(signals is not None and signals.received is not None)
         if stop:
-            print(f"signal received during the evaluation (step {t + 1}): nothing written; run "
-                  f"`freeenergy.py eval {run_dir}` again", file=out, flush=True)
+            kept = (f"{len(records)} of {steps} steps kept in {partial_path}; the same command "
+                    f"goes on from there" if resumable else "nothing written; run it again")
+            print(f"signal received during the evaluation (step {t + 1}): {kept} "
+                  f"(`freeenergy.py eval {run_dir}`)", file=out, flush=True)
             return EXIT_INTERRUPTED
     if not np.all(np.isfinite([r["F"] for r in records])):
         print("evaluation: non-finite free energy; eval.json not written", file=out, flush=True)
         return 1
     if lay.is_root:
-        result = eval_result(records, built, ckpt_step, burn_in, seed, time.time() - t0)
+        result = eval_result(records, built, ckpt_step, burn_in, seed,
+                             prior_wall + time.time() - t0)
         if anneal_info is not None:
             result["anneal"] = anneal_info
             result["units"].update(F_ais=result["units"]["F"], F_ais_ex=result["units"]["F"],
@@ -290,6 +351,8 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
         with open(path + ".tmp", "w") as fh:
             json.dump(result, fh, indent=2, allow_nan=False)
         os.replace(path + ".tmp", path)
+        if os.path.exists(partial_path):
+            os.remove(partial_path)
         print(format_eval(result), file=out, flush=True)
         print(f"wrote {path}", file=out, flush=True)
     devices.barrier()
