@@ -43,7 +43,8 @@ class Setup:
         self.u = u.at[0, 0].set(0.0).at[1, -1].set(np.nextafter(L, 0.0))
 
 
-@pytest.fixture(scope="module", params=[(5, 2, 4, True, False), (6, 3, 3, True, False),
+# layers: 2D 4 = two scanned groups of dim layers; 3D 4 = one group and one layer after it
+@pytest.fixture(scope="module", params=[(5, 2, 4, True, False), (6, 3, 4, True, False),
                                         (5, 3, 3, False, True)],
                 ids=["2d", "3d", "3d-expanding-pair-shifts"])
 def setup(request):
@@ -220,6 +221,30 @@ def test_identity_at_initialization(n, dim):
     s, log_p = flow.sample(params, jax.random.PRNGKey(2))
     assert abs(float(log_p) + dim * n * math.log(L)) < 1e-12
     assert abs(float(flow.log_prob(params, s)) + dim * n * math.log(L)) < 1e-12
+
+
+def _gradient_temp_bytes(layers, n=24, batch=4):
+    """Scratch memory (bytes) XLA allocates for the parameter gradient of a batch of samples'
+    cos(S) + ln p, for a flow of ``layers`` expanding pair shifts."""
+    flow = make_proton_flow(n, 3, 4.0, layers=layers, hidden=16, splines=False,
+                            pair_harmonics=4, pair_features=3, pair_expanding=True)
+
+    def loss(params, keys):
+        s, log_p = jax.vmap(flow.sample, (None, 0))(params, keys)
+        return jnp.sum(jnp.cos(s)) + jnp.sum(log_p)
+
+    keys = jax.random.split(jax.random.PRNGKey(1), batch)
+    compiled = jax.jit(jax.grad(loss)).lower(flow.init(jax.random.PRNGKey(0)), keys).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_gradient_memory_does_not_grow_with_depth():
+    """The layers run as a rematerialized scan over groups of dim layers, so the backward pass
+    holds one group's activations: 24 layers need the scratch memory of 6 (within 25 %). An
+    unrolled stack of rematerialized layers needed 5.2 times as much (N = 24; at N = 128, 440
+    against 71 MB per sample in the OCP's training step)."""
+    deep, shallow = _gradient_temp_bytes(24), _gradient_temp_bytes(6)
+    assert deep < 1.25 * shallow, (deep, shallow)
 
 
 def test_rejects_bad_arguments():

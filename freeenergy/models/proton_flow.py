@@ -321,34 +321,86 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
     length = float(length)
     log_base = -dim * n * math.log(length)
 
-    def flow_fn(x, inverse=False):
-        mods = []
-        for l in range(layers):
+    def layer_fn(axis, suffix):
+        """One layer moving ``axis``: its modules, named ``layer<suffix>`` / ``pair<suffix>``."""
+        def apply(x, inverse):
+            mods = []
             if splines:
-                mods.append(SplineCoupling(dim, l % dim, length, bins, hidden, harmonics, rounds,
-                                           absolute_features, name=f"layer_{l}"))
+                mods.append(SplineCoupling(dim, axis, length, bins, hidden, harmonics, rounds,
+                                           absolute_features, name=f"layer{suffix}"))
             if pair_shift:
-                mods.append(PairShift(dim, l % dim, length, hidden, pair_harmonics,
-                                      pair_features, expanding=pair_expanding,
-                                      name=f"pair_{l}"))
+                mods.append(PairShift(dim, axis, length, hidden, pair_harmonics, pair_features,
+                                      expanding=pair_expanding, name=f"pair{suffix}"))
+            logdet = jnp.zeros((), x.dtype)
+            for mod in (reversed(mods) if inverse else mods):
+                x, ld = mod(x, inverse)
+                logdet = logdet + ld
+            return x, logdet
+        return apply
+
+    def flow_fn(x):
+        """All layers unrolled: only to create the parameters (names layer_l, pair_l)."""
         logdet = jnp.zeros((), x.dtype)
-        for mod in (reversed(mods) if inverse else mods):
-            # rematerialized: the backward pass recomputes one layer's O(N^2 hidden) activations
-            # instead of keeping every layer's (batch 256, N = 54: 36 GB without it)
-            x, ld = hk.remat(lambda v, m=mod: m(v, inverse))(x)
+        for l in range(layers):
+            x, ld = layer_fn(l % dim, f"_{l}")(x, False)
             logdet = logdet + ld
         return x, logdet
 
     net = hk.without_apply_rng(hk.transform(flow_fn))
+    # one layer per axis, parameters without the layer index: layer l applies the net of axis
+    # l mod dim to the parameters of layer l
+    axis_nets = [hk.without_apply_rng(hk.transform(layer_fn(a, ""))) for a in range(dim)]
+    groups = layers // dim   # scanned, dim layers (one per axis) per iteration
+
+    def per_layer(params):
+        """The parameters of each layer, keyed as in ``axis_nets`` (list of ``layers``)."""
+        out = [{} for _ in range(layers)]
+        for key, value in params.items():
+            head, _, rest = key.partition("/")
+            prefix, _, index = head.rpartition("_")
+            out[int(index)]["/".join(filter(None, (prefix, rest)))] = value
+        return out
+
+    def apply_layers(params, x, inverse):
+        """x (N, dim) through every layer (in reverse, inverted, if ``inverse``); the full
+        groups of dim layers run as a ``lax.scan`` whose body is rematerialized, so the backward
+        pass holds one group's activations whatever the depth (an unrolled stack of
+        rematerialized layers kept about a third of every layer's: 3.5 GB instead of 0.6 GB for
+        a step of 8 samples at N = 128 on the CPU)."""
+        each = per_layer(params)
+        stacked = tuple(jax.tree.map(lambda *v: jnp.stack(v), *each[a:groups * dim:dim])
+                        for a in range(dim)) if groups else ()
+        order = tuple(reversed(range(dim))) if inverse else tuple(range(dim))
+
+        @jax.checkpoint
+        def group(carry, group_params):
+            x, logdet = carry
+            for a in order:
+                x, ld = axis_nets[a].apply(group_params[a], x, inverse)
+                logdet = logdet + ld
+            return (x, logdet), None
+
+        def scanned(carry):
+            return jax.lax.scan(group, carry, stacked, reverse=inverse)[0] if groups else carry
+
+        def rest(carry):
+            tail = range(groups * dim, layers)
+            for l in (reversed(tail) if inverse else tail):
+                x, ld = axis_nets[l % dim].apply(each[l], carry[0], inverse)
+                carry = (x, carry[1] + ld)
+            return carry
+
+        carry = (x, jnp.zeros((), x.dtype))
+        return scanned(rest(carry)) if inverse else rest(scanned(carry))
 
     def init(key):
         return net.init(key, jnp.zeros((n, dim)))  # float64 when x64 is enabled
 
     def forward(params, u):
-        return net.apply(params, _wrap(u, length), False)
+        return apply_layers(params, _wrap(u, length), False)
 
     def inverse(params, s):
-        return net.apply(params, _wrap(s, length), True)
+        return apply_layers(params, _wrap(s, length), True)
 
     def sample(params, key):
         dtype = jax.tree.leaves(params)[0].dtype
