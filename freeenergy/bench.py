@@ -18,6 +18,11 @@ Result keys (all times in seconds of wall clock, per call). For each timed quant
   q_s_min       fastest repeat
   q_s_max       slowest repeat
   q_spread      relative spread (max - min) / median (dimensionless; 0.1 = 10 %)
+the compiled full step's memory on one device, as XLA counts it (None where the backend does not
+say; ``--proton-flow-chunk`` and ``--eloc-chunk`` bound the scratch part):
+  step_temp_bytes      scratch: activations and the backward pass
+  step_argument_bytes  the step's inputs (parameters, optimizer state, walkers)
+  step_output_bytes    its outputs
 and for the machine:
   n_cpus        ``os.cpu_count()``
   load_before   1-minute load average (``os.getloadavg()[0]``) before anything is timed
@@ -120,20 +125,35 @@ def _timed(fn, args, repeats, warmup):
     return times, out
 
 
+def step_memory(compiled) -> dict:
+    """What XLA allocates for one compiled step on one device (bytes): ``step_temp_bytes``
+    (scratch: activations, the backward pass), ``step_argument_bytes``, ``step_output_bytes``;
+    None each where the backend does not say."""
+    try:
+        m = compiled.memory_analysis()
+    except (AttributeError, NotImplementedError):
+        m = None
+    return {f"step_{k}_bytes": (None if m is None else int(getattr(m, f"{k}_size_in_bytes")))
+            for k in ("temp", "argument", "output")}
+
+
 def _timed_step(built, state, key, repeats, warmup):
-    """Seconds per full sharded training step (``repeats`` of them, after ``warmup``)."""
+    """Seconds per full sharded training step (``repeats`` of them, after ``warmup``), and
+    ``step_memory`` of the compiled step (compiled once, explicitly, then called)."""
     times = []
     s = state
     devices.barrier()
-    jax.block_until_ready(built.step(s, key, 1.0))
+    step = built.step.lower(s, key, 1.0).compile()
+    memory = step_memory(step)
+    jax.block_until_ready(step(s, key, 1.0))
     for i in range(warmup + repeats):
         devices.barrier()
         t = time.perf_counter()
-        s, stats = built.step(s, jax.random.fold_in(key, i), 1.0)
+        s, stats = step(s, jax.random.fold_in(key, i), 1.0)
         jax.block_until_ready(stats)
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    return times
+    return times, memory
 
 
 def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
@@ -168,7 +188,7 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
                                         repeats, warmup)
     sr_fn = jax.jit(lambda g, o, p, sc: parts.optimizer.update(g, o, p, scores=sc))
     t_sr, _ = _timed(sr_fn, (grads, state.opt_state, params, scores), repeats, warmup)
-    times = _timed_step(built, state, key, repeats, warmup)
+    times, memory = _timed_step(built, state, key, repeats, warmup)
     load_after = load_average()
     step_s = statistics.median(times)
     per_rank = cfg.batch // lay.n_ranks
@@ -185,7 +205,7 @@ def run_bench(cfg: Config, repeats: int = 5, warmup: int = 1) -> dict:
         **summarize("gradients", t_grad), **summarize("sr", t_sr),
         "parts_batch": per_device,
         "walker_steps_per_s": cfg.batch * cfg.mc_steps / step_s,
-        "walker_steps_per_s_per_rank": per_rank * cfg.mc_steps / step_s,
+        "walker_steps_per_s_per_rank": per_rank * cfg.mc_steps / step_s, **memory,
         "repeats": repeats, "device": devices.describe(), "host": platform.node(),
         "code_version": version.code_version(),
         "setup_and_compile_s": time.perf_counter() - t0 - sum(times),
@@ -211,7 +231,7 @@ def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
     built = build(cfg)
     lay = built.layout
     state = built.init_state(jax.random.PRNGKey(cfg.seed))
-    times = _timed_step(built, state, jax.random.PRNGKey(1), repeats, warmup)
+    times, memory = _timed_step(built, state, jax.random.PRNGKey(1), repeats, warmup)
     step_s = statistics.median(times)
     r = {"system": cfg.system, "dim": cfg.dim, "n": cfg.n, "rs": cfg.rs,
          "gamma": built.system.gamma, "batch": cfg.batch, "optimizer": cfg.optimizer,
@@ -219,7 +239,7 @@ def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
          "proton_flow_resolution": [cfg.proton_flow_harmonics, cfg.proton_flow_features],
          "proton_flow_chunk": cfg.proton_flow_chunk,
          "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
-         **summarize("step", times), "samples_per_s": cfg.batch / step_s,
+         **summarize("step", times), "samples_per_s": cfg.batch / step_s, **memory,
          **_run_facts(repeats, t0, times, load_before)}
     r["warnings"] = timing_warnings(r)
     return r
@@ -244,7 +264,7 @@ def _run_bench_hydrogen(cfg: Config, repeats: int, warmup: int) -> dict:
     t_eloc, _ = _timed(jax.jit(parts.local_energy), (params["flow"], draw.x, draw.n, draw.s),
                        repeats, warmup)
     t_scores, _ = _timed(jax.jit(parts.scores), (params, draw), repeats, warmup)
-    times = _timed_step(built, state, key, repeats, warmup)
+    times, memory = _timed_step(built, state, key, repeats, warmup)
     step_s = statistics.median(times)
     el = built.system.electrons
     r = {"system": cfg.system, "dim": 3, "n": cfg.n, "rs": cfg.rs,
@@ -257,7 +277,7 @@ def _run_bench_hydrogen(cfg: Config, repeats: int, warmup: int) -> dict:
          "walkers_per_device": per_device, "parts_batch": per_device,
          **summarize("step", times), **summarize("sampling", t_sample),
          **summarize("local_energy", t_eloc), **summarize("scores", t_scores),
-         "walker_steps_per_s": cfg.batch * cfg.mc_steps / step_s,
+         "walker_steps_per_s": cfg.batch * cfg.mc_steps / step_s, **memory,
          **_run_facts(repeats, t0, times, load_before)}
     r["warnings"] = timing_warnings(r)
     return r
@@ -272,7 +292,7 @@ def _format_hydrogen(r: dict) -> str:
         f"  params: protons={p['protons']} van={p['van']} flow={p['flow']}, "
         f"states/spin={r['n_states']}; medians of {r['repeats']} repeats",
         *_timing_rows(r, (("sampling", "sampling"), ("local energy", "local_energy"),
-                          ("scores", "scores")))]
+                          ("scores", "scores"))), *_memory_line(r)]
     return "\n".join(lines + [f"  WARNING: {w}" for w in r.get("warnings", [])])
 
 
@@ -292,6 +312,22 @@ def _row(label: str, r: dict, q: str) -> str:
             f"max {r[f'{q}_s_max']:.4g}, spread {100 * r[f'{q}_spread']:.0f}%]")
 
 
+def _memory_line(r: dict) -> list:
+    """The compiled step's memory on one device (a one-line list; empty if unknown)."""
+    if r.get("step_temp_bytes") is None:
+        return []
+    return [f"  step memory per device: scratch {_bytes(r['step_temp_bytes'])}, "
+            f"arguments {_bytes(r['step_argument_bytes'])} (XLA's count)"]
+
+
+def _bytes(b: int) -> str:
+    """b bytes as kB, MB or GB (decimal), 3 significant digits."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if b >= size:
+            return f"{b / size:.3g} {unit}"
+    return f"{b} B"
+
+
 def _load(v) -> str:
     return "n/a" if v is None else f"{v:.2f}"
 
@@ -307,7 +343,7 @@ def format_bench(r: dict) -> str:
             f"  params: protons={r['n_params']['protons']}; medians of {r['repeats']} repeats",
             _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
             f"x {r['devices_per_rank']} device(s)",
-            f"  exact samples/s {r['samples_per_s']:.4g}",
+            f"  exact samples/s {r['samples_per_s']:.4g}", *_memory_line(r),
             f"  load average {_load(r.get('load_before'))} before, {_load(r.get('load_after'))} "
             f"after ({r.get('n_cpus')} CPUs)"]
         return "\n".join(lines + [f"  WARNING: {w}" for w in r.get("warnings", [])])
@@ -321,7 +357,7 @@ def format_bench(r: dict) -> str:
         *_timing_rows(r, (("sampling", "sampling"), ("local energy", "local_energy"),
                           ("gradients", "gradients"), ("sr/update", "sr"))),
         f"  walker-steps/s {r['walker_steps_per_s']:.4g} total, "
-        f"{r['walker_steps_per_s_per_rank']:.4g} per rank",
+        f"{r['walker_steps_per_s_per_rank']:.4g} per rank", *_memory_line(r),
     ]
     lines += [f"  WARNING: {w}" for w in r.get("warnings", [])]
     return "\n".join(lines)

@@ -94,5 +94,6 @@ def test_bench_cli_json_has_spread_and_warnings():
         assert data[f"{q}_s_min"] <= data[f"{q}_s"] <= data[f"{q}_s_max"]
         assert data[f"{q}_spread"] >= 0
     assert data["walker_steps_per_s"] > 0 and data["n_cpus"] >= 1
+    assert data["step_temp_bytes"] > 0 and data["step_argument_bytes"] > 0
     assert isinstance(data["warnings"], list)
     assert all(isinstance(w, str) for w in data["warnings"])

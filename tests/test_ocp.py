@@ -353,6 +353,12 @@ def test_ocp_bench_and_slurm_render(tmp_path, capsys):
     assert main(["bench", *SMALL_OCP, "--repeats", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["system"] == "ocp" and result["samples_per_s"] > 0
+    # the compiled step's scratch memory is reported, and --proton-flow-chunk bounds it
+    assert main(["bench", *SMALL_OCP, "--proton-flow-chunk", "2", "--repeats", "1",
+                 "--json"]) == 0
+    chunked = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert chunked["step_argument_bytes"] > 0
+    assert 0 < chunked["step_temp_bytes"] < 0.5 * result["step_temp_bytes"]
     cfg = tmp_path / "ocp.yaml"
     cfg.write_text("system: ocp\ndim: 3\nn: 54\nrs: 1.0\ngamma: 10\nbatch: 1024\nsteps: 2000\n")
     assert main(["slurm", "single", "--config", str(cfg), "--run-dir", str(tmp_path / "run")]) == 0
