@@ -129,10 +129,7 @@ def step_memory(compiled) -> dict:
     """What XLA allocates for one compiled step on one device (bytes): ``step_temp_bytes``
     (scratch: activations, the backward pass), ``step_argument_bytes``, ``step_output_bytes``;
     None each where the backend does not say."""
-    try:
-        m = compiled.memory_analysis()
-    except (AttributeError, NotImplementedError):
-        m = None
+    m = compiled.memory_analysis()   # None where the backend cannot say
     return {f"step_{k}_bytes": (None if m is None else int(getattr(m, f"{k}_size_in_bytes")))
             for k in ("temp", "argument", "output")}
 
