@@ -133,7 +133,9 @@ def _cmd_eval(args) -> int:
                                      mc_steps=args.mc_steps, sampling=args.sampling,
                                      anneal_steps=args.anneal_steps,
                                      anneal_moves=args.anneal_moves,
-                                     anneal_kernel=args.anneal_kernel)
+                                     anneal_kernel=args.anneal_kernel,
+                                     bar_samples=args.bar_samples, bar_chains=args.bar_chains,
+                                     bar_thin=args.bar_thin, bar_equil=args.bar_equil)
 
 
 def _cmd_bench(args) -> int:
@@ -195,6 +197,16 @@ def make_parser() -> argparse.ArgumentParser:
                         help="the moves: rw (random walk, one flow pass each; default) or mala "
                         "(Langevin proposals from the gradient of the log-weight, about three "
                         "passes each, far larger steps)")
+    p_eval.add_argument("--bar-samples", type=int, default=0, metavar="M",
+                        help="3D OCP runs: also the two-sided (Bennett acceptance ratio) free "
+                        "energy from M Metropolis configurations of the Boltzmann density and M "
+                        "fresh flow samples (eval.json gets F_bar, f_bar_ex, bar); 0: off")
+    p_eval.add_argument("--bar-chains", type=int, default=8, metavar="C",
+                        help="Metropolis chains for --bar-samples")
+    p_eval.add_argument("--bar-thin", type=int, default=10, metavar="T",
+                        help="sweeps (N single-proton moves each) between kept configurations")
+    p_eval.add_argument("--bar-equil", type=int, default=200, metavar="E",
+                        help="sweeps of each chain before the first kept configuration")
     p_eval.set_defaults(func=_cmd_eval)
     p_bench = sub.add_parser("bench", formatter_class=HelpFormatter,
                              help="time training steps (sampling, local energy, gradients, SR)")

@@ -1,4 +1,5 @@
-"""The OCP reference by Metropolis Monte Carlo + thermodynamic integration (analysis/ocp_reference.py).
+"""The OCP reference by Metropolis Monte Carlo + thermodynamic integration (analysis/ocp_reference.py;
+its sampler is freeenergy/ocp_metropolis.py).
 
 * the O(N) energy difference of a single-particle move equals the difference of two full Ewald
   energies of the code (``energy_same_charge``) to 1e-9 Ha, and a sampler's accumulated U stays
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from freeenergy import ocp_metropolis
 from freeenergy.physics.ewald import madelung_self_constant
 
 jax.config.update("jax_enable_x64", True)
@@ -60,7 +62,7 @@ def test_sampler_energy_stays_the_codes_energy():
     ew, arrays, length = geom["ewald"], ref._arrays(geom), float(geom["length"])
     x = jnp.asarray(np.stack([_random_positions(8, length, s) for s in range(4)]))
     betas, delta = jnp.array([0.1, 1.0, 5.0, 20.0]), jnp.full((4,), 0.2 * length)
-    xf, us, acc, drift = ref._chunk(arrays, betas, delta, x, jax.random.split(jax.random.PRNGKey(0), 4), 5)
+    xf, us, acc, drift = ocp_metropolis._chunk(arrays, betas, delta, x, jax.random.split(jax.random.PRNGKey(0), 4), 5)
     assert float(jnp.max(jnp.abs(drift))) < 1e-9          # accumulated U = recomputed U
     for c in range(4):
         assert float(us[c, -1]) == pytest.approx(float(ew.energy_same_charge(xf[c], 1.0)), abs=1e-9)

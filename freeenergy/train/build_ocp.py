@@ -37,9 +37,9 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
-from freeenergy import annealing, devices
+from freeenergy import annealing, devices, ocp_metropolis
 from freeenergy.config import Config
-from freeenergy.estimators import jackknife_error
+from freeenergy.estimators import bennett_acceptance_ratio, jackknife_error
 from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import SamplerState
@@ -101,6 +101,8 @@ class AnnealedEval(NamedTuple):
 
 
 PILOT_BATCH = 64   # chains of the pilot that fixes an annealed evaluation's schedule
+BAR_BLOCKS = 4     # jackknife groups per Metropolis chain in the two-sided estimate
+BAR_CHUNK = 64     # its flow passes, samples at a time (unless --proton-flow-chunk says)
 
 
 def make_ocp_observables(n: int, dim: int, temperature: float, volume: float, constant: float):
@@ -154,15 +156,17 @@ def build_ocp(cfg: Config, lay: devices.Layout):
 
     draw_keys = make_flow_draw(flow, potential)
 
-    def chunks_of(b):
-        """Samples per vectorized chunk: the largest divisor of b not above the configured one."""
-        want = cfg.proton_flow_chunk or b
+    def chunks_of(b, default=None):
+        """Samples per vectorized chunk: the largest divisor of b not above the configured one
+        (else ``default``, else b)."""
+        want = cfg.proton_flow_chunk or default or b
         return max(c for c in range(1, min(want, b) + 1) if b % c == 0)
 
-    def draw(params, key, b):
-        """b exact samples (b, N, dim), their U (b,) and ln p (b,), ``chunks_of(b)`` at a time."""
+    def draw(params, key, b, default_chunk=None):
+        """b exact samples (b, N, dim), their U (b,) and ln p (b,), ``chunks_of(b,
+        default_chunk)`` at a time."""
         keys = jax.random.split(key, b)
-        c = chunks_of(b)
+        c = chunks_of(b, default_chunk)
         if c == b:
             return draw_keys(params, keys)
         out = jax.lax.map(lambda k: draw_keys(params, k), keys.reshape((b // c, c) + keys.shape[1:]))
@@ -285,6 +289,66 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         sharded = devices.shard_step(step_fn, (R, sampler_spec, R, R), (sampler_spec, R))
         return AnnealedEval(tune=tune, eval_step=sharded)
 
+    log_prob_of = jax.vmap(flow.log_prob, (None, 0))
+    draw_jit = jax.jit(draw, static_argnums=(2, 3))
+
+    @jax.jit
+    def reverse_terms(params, s):
+        """(U (Ha), ln p) (b,) of configurations s (b, N, dim), ln p through the flow's inverse,
+        ``chunks_of(b, BAR_CHUNK)`` at a time."""
+        b = s.shape[0]
+        c = chunks_of(b, BAR_CHUNK)
+        out = jax.lax.map(lambda x: (jax.vmap(potential)(x), log_prob_of(params, x)),
+                          s.reshape((b // c, c) + s.shape[1:]))
+        return jax.tree.map(lambda a: a.reshape(b), out)
+
+    def bar_eval(params, key, samples: int, chains: int, thin: int, equil: int,
+                 log=None) -> dict:
+        """The two-sided (Bennett) estimate of the configurational free energy (3D).
+
+        ``chains`` Metropolis chains of exp(-U/k_B T) (``freeenergy.ocp_metropolis``), ``equil``
+        sweeps to equilibrate, then one configuration every ``thin`` sweeps until there are at
+        least ``samples``; as many fresh exact samples of the flow. Both get x = U/k_B T + ln p
+        (the Boltzmann configurations' ln p through the flow's inverse), and
+        ``estimators.bennett_acceptance_ratio`` gives delta = -ln Z, with a jackknife over groups
+        (each chain's configurations in ``BAR_BLOCKS`` consecutive blocks, the flow's samples dealt
+        out over as many groups). Returns the estimator's dict plus F (Ha, total over the N
+        protons: k_B T delta + the ideal constant), the one-sided F's, and the chains'
+        diagnostics. Runs on this process alone (no collectives); ``log(stage, done, total)``
+        is called after every chunk of sweeps."""
+        per_chain = -(-samples // chains)
+        k_mc, k_flow = jax.random.split(key)
+        geom = ocp_metropolis.make_geometry(n, cfg.rs, cfg.ewald_accuracy)
+        if not math.isclose(float(geom["length"]), length, rel_tol=1e-12):
+            raise ValueError(f"the sampler's box ({float(geom['length'])} bohr) is not the run's "
+                             f"({length} bohr)")
+        beta = coupling / temperature
+        run = ocp_metropolis.run_chains(geom, n, np.full(chains, beta), per_chain * thin,
+                                        equil, k_mc, chunk=max(thin, 10), log=log,
+                                        keep_every=thin)
+        s_rev = jnp.asarray(run["snapshots"].reshape(chains * per_chain, n, dim))
+        u_rev, logp_rev = jax.device_get(reverse_terms(params, s_rev))
+        _, u_fwd, logp_fwd = jax.device_get(draw_jit(params, k_flow, chains * per_chain,
+                                                     BAR_CHUNK))
+        x_rev = np.asarray(u_rev) / temperature + np.asarray(logp_rev)
+        x_fwd = np.asarray(u_fwd) / temperature + np.asarray(logp_fwd)
+        blocks = min(BAR_BLOCKS, per_chain)
+        g_rev = (np.arange(chains)[:, None] * blocks
+                 + np.arange(per_chain)[None, :] * blocks // per_chain).ravel()
+        g_fwd = np.arange(x_fwd.size) % (chains * blocks)
+        res = bennett_acceptance_ratio(x_fwd, x_rev, g_fwd, g_rev)
+        constant = system.ideal_constant()
+        res.update(F=temperature * res["delta"] + constant, F_err=temperature * res["err"],
+                   F_forward=temperature * res["forward"] + constant,
+                   F_reverse=temperature * res["reverse"] + constant,
+                   U_reverse_mean=float(np.mean(u_rev)), chains=int(chains),
+                   thin_sweeps=int(thin), equil_sweeps=int(equil),
+                   mc_acceptance=float(np.mean(run["acceptance"])),
+                   mc_delta=float(np.mean(run["delta"])),
+                   mc_energy_check=float(np.max(np.abs(np.asarray(u_rev)
+                                                       - coupling * run["snapshot_U"].ravel()))))
+        return res
+
     def global_state(key):
         k_flow, k_x = jax.random.split(key)
         params = flow.init(k_flow)
@@ -304,7 +368,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
     return Built(cfg=cfg, system=system, layout=lay, global_state=global_state,
                  init_state=init_state, to_local=to_local, step=step, n_params=n_params,
                  parts=None, eval_step=eval_sharded, burn_in_step=eval_sharded, van_hidden=(),
-                 annealed_eval=annealed_eval)
+                 annealed_eval=annealed_eval, bar_eval=bar_eval)
 
 
 def reweighted_free_energy(lse_w: np.ndarray, lse_w2: np.ndarray, batch: int, temperature: float,

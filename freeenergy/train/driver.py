@@ -62,6 +62,8 @@ class Built:
     van_hidden: tuple       # the VAN's hidden widths (resolved default)
     # OCP only: (steps, moves, kernel) -> annealing.AnnealedEval (``freeenergy eval --anneal-steps``)
     annealed_eval: Optional[Callable] = None
+    # OCP only: (params, key, samples, chains, thin, equil) -> dict (``freeenergy eval --bar-samples``)
+    bar_eval: Optional[Callable] = None
 
 
 def make_to_local(lay: devices.Layout, batch: int) -> Callable:

@@ -217,6 +217,37 @@ def _ais_extras(series: dict, built) -> dict:
     }
 
 
+def _bar_extras(res: dict, built, result: dict) -> dict:
+    """eval.json keys of the two-sided (Bennett) estimate (``build_ocp``'s ``bar_eval``): F_bar
+    (Ha per proton), its excess and reduced forms, the one-sided reduced estimates from the same
+    samples, and ``bar`` (sample counts, overlap, the chains' diagnostics)."""
+    s, n = built.system, built.system.n_particles
+    kt, ideal = s.temperature, s.ideal_gas()
+    f, err = res["F"] / n, res["F_err"] / n
+
+    def reduced(total):
+        return (total / n - ideal["F"]) / kt
+
+    info = {k: res[k] for k in ("n_forward", "n_reverse", "chains", "thin_sweeps", "equil_sweeps",
+                                "overlap", "reverse_below_forward_min", "mc_acceptance",
+                                "mc_delta", "mc_energy_check", "wall_time_s")}
+    info["f_ex_err_asymptotic"] = res["err_asymptotic"] / n
+    info["units"] = {"mc_delta": "bohr", "mc_energy_check": "hartree", "wall_time_s": "s",
+                     "thin_sweeps": "sweeps of N single-proton moves"}
+    out = {"F_bar": {"mean": f, "err": err},
+           "F_bar_ex": {"mean": f - ideal["F"], "err": err},
+           "f_bar_ex": {"mean": reduced(res["F"]), "err": err / kt},
+           "f_bar_forward_ex": reduced(res["F_forward"]),
+           "f_bar_reverse_ex": reduced(res["F_reverse"]),
+           "u_bar_reverse_ex": res["U_reverse_mean"] / (n * kt),
+           "bar": info}
+    result["units"].update(F_bar=result["units"]["F"], F_bar_ex=result["units"]["F"],
+                           f_bar_ex="k_B T per proton", f_bar_forward_ex="k_B T per proton",
+                           f_bar_reverse_ex="k_B T per proton",
+                           u_bar_reverse_ex="k_B T per proton")
+    return out
+
+
 def format_eval(r: dict) -> str:
     per = particle_name(r["system"])
     lines = [f"eval of checkpoint step {r['checkpoint_step']}: {r['steps']} steps x {r['batch']} "
@@ -258,18 +289,28 @@ def format_eval(r: dict) -> str:
                          f"{r['ais_acceptance']:.2f}): f_ex = {pm(r['f_ais_bound_ex'])} (bound), "
                          f"{pm(r['f_ais_ex'])} (reweighted, ESS {r['ais_ess_per_sample']:.3g} per "
                          f"sample); u_ex = {pm(r['u_ais_ex'])}")
+        if "f_bar_ex" in r:
+            b = r["bar"]
+            lines.append(f"  two-sided (Bennett; {b['n_forward']} flow samples, {b['n_reverse']} "
+                         f"Metropolis configurations, overlap {b['overlap']:.3g}): f_ex = "
+                         f"{pm(r['f_bar_ex'])}; one-sided: {r['f_bar_forward_ex']:.5f} "
+                         f"(flow samples), {r['f_bar_reverse_ex']:.5f} (Boltzmann); u_ex = "
+                         f"{r['u_bar_reverse_ex']:.5f} (Metropolis)")
     return "\n".join(lines)
 
 
 def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed: int,
                    run_dir: str, out=None, signals=None, dog=None,
-                   anneal: tuple[int, int, str] | None = None) -> int:
+                   anneal: tuple[int, int, str] | None = None,
+                   bar: tuple[int, int, int, int] | None = None) -> int:
     """Runs the evaluation of ``state.params`` on ``state.sampler``'s walkers (this rank's,
     placed as the step expects) and writes RUN_DIR/eval.json (rank 0). Returns an exit status:
     0, or 75 when a signal stopped it (nothing written). The OCP's samples are exact and
     independent: it needs no burn-in (set to 0). ``anneal`` = (temperatures, moves, kernel) (OCP only)
     adds annealed importance sampling from every sample (``freeenergy.annealing``), its
-    schedule fixed by a pilot before the measured steps."""
+    schedule fixed by a pilot before the measured steps. ``bar`` = (samples, chains, thin, equil)
+    (3D OCP only) adds the two-sided estimate from Metropolis configurations of the Boltzmann
+    density and fresh flow samples (``_bar_extras``), after the measured steps."""
     out = sys.stdout if out is None else out
     lay = built.layout
     resumable = built.cfg.system == "ocp"
@@ -337,9 +378,29 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
     if not np.all(np.isfinite([r["F"] for r in records])):
         print("evaluation: non-finite free energy; eval.json not written", file=out, flush=True)
         return 1
+    bar_result = None
+    if bar is not None:
+        print(f"two-sided estimate: {bar[1]} Metropolis chains of the Boltzmann density, "
+              f"{bar[3]} sweeps to equilibrate, then a configuration every {bar[2]} sweeps, "
+              f"{bar[0]} in all, and as many flow samples", file=out, flush=True)
+        t_bar = time.time()
+        shown = set()
+
+        def progress(stage, done, total):
+            tenth = 10 * done // total
+            if (stage, tenth) not in shown:
+                shown.add((stage, tenth))
+                print(f"  Metropolis {stage}: {done}/{total} sweeps ({time.time() - t_bar:.0f} s)",
+                      file=out, flush=True)
+
+        bar_result = built.bar_eval(params, jax.random.fold_in(key, -2 & 0x7FFFFFFF), *bar,
+                                    log=progress)
+        bar_result["wall_time_s"] = time.time() - t_bar
     if lay.is_root:
         result = eval_result(records, built, ckpt_step, burn_in, seed,
                              prior_wall + time.time() - t0)
+        if bar_result is not None:
+            result.update(_bar_extras(bar_result, built, result))
         if anneal_info is not None:
             result["anneal"] = anneal_info
             result["units"].update(F_ais=result["units"]["F"], F_ais_ex=result["units"]["F"],
@@ -369,11 +430,15 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
                  burn_in: int = DEFAULT_BURN_IN, seed: int | None = None, out=None,
                  signals=None, dog=None, mc_steps: int | None = None,
                  sampling: str | None = None, anneal_steps: int = 0,
-                 anneal_moves: int = 1, anneal_kernel: str = "rw") -> int:
+                 anneal_moves: int = 1, anneal_kernel: str = "rw", bar_samples: int = 0,
+                 bar_chains: int = 8, bar_thin: int = 10, bar_equil: int = 200) -> int:
     """``freeenergy eval``: evaluates the newest checkpoint of RUN_DIR (see module docstring).
     ``batch``, ``mc_steps`` and ``sampling`` default to the run's; ``anneal_steps`` > 0 (OCP
     runs) adds annealed importance sampling with that many temperatures and ``anneal_moves``
-    moves of ``anneal_kernel`` (``annealing.KERNELS``) at each."""
+    moves of ``anneal_kernel`` (``annealing.KERNELS``) at each. ``bar_samples`` > 0 (3D OCP
+    runs) adds the two-sided estimate from that many Metropolis configurations of the Boltzmann
+    density (``bar_chains`` chains, ``bar_equil`` sweeps each to equilibrate, one configuration
+    every ``bar_thin`` sweeps) and as many flow samples."""
     from freeenergy.train.driver import build
     if not isinstance(steps, int) or steps < 2:
         raise ConfigError(f"--steps must be an integer >= 2, got {steps!r}")
@@ -382,7 +447,9 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
     if seed is not None and not 0 <= seed <= SEED_MAX:
         raise ConfigError(f"--seed must be an integer in [0, 2^63 - 1], got {seed!r}")
     for flag, value, least in (("--anneal-steps", anneal_steps, 0),
-                               ("--anneal-moves", anneal_moves, 1)):
+                               ("--anneal-moves", anneal_moves, 1),
+                               ("--bar-samples", bar_samples, 0), ("--bar-chains", bar_chains, 2),
+                               ("--bar-thin", bar_thin, 1), ("--bar-equil", bar_equil, 0)):
         if not isinstance(value, int) or isinstance(value, bool) or value < least:
             raise ConfigError(f"{flag} must be an integer >= {least}, got {value!r}")
     if anneal_kernel not in annealing.KERNELS:
@@ -392,6 +459,12 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
     if anneal_steps and train_cfg.system != "ocp":
         raise ConfigError(f"--anneal-steps is an option of OCP runs (--system ocp); {run_dir} is "
                           f"a {train_cfg.system} run (its electrons are not sampled by a flow)")
+    if bar_samples and (train_cfg.system != "ocp" or train_cfg.dim != 3):
+        raise ConfigError(f"--bar-samples is an option of 3D OCP runs (--system ocp --dim 3); "
+                          f"{run_dir} is a {train_cfg.dim}D {train_cfg.system} run")
+    if bar_samples and bar_samples < bar_chains:
+        raise ConfigError(f"--bar-samples ({bar_samples}) must be at least --bar-chains "
+                          f"({bar_chains})")
     overrides = {k: v for k, v in (("batch", batch), ("mc_steps", mc_steps),
                                    ("sampling", sampling)) if v is not None}
     cfg = validate(dataclasses.replace(train_cfg, **overrides))
@@ -421,4 +494,6 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
     return evaluate_state(built, state, ckpt_step, steps, burn_in,
                           train_cfg.seed if seed is None else seed, run_dir, out, signals, dog,
                           anneal=((anneal_steps, anneal_moves, anneal_kernel) if anneal_steps
-                                  else None))
+                                  else None),
+                          bar=((bar_samples, bar_chains, bar_thin, bar_equil) if bar_samples
+                               else None))
