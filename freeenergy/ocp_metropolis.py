@@ -163,7 +163,7 @@ _chunk = jax.jit(jax.vmap(_chunk_one, in_axes=(None, 0, 0, 0, 0, None)), static_
 
 
 def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: int = 10,
-               log=None, keep_every: int = 0) -> dict:
+               log=None, keep_every: int = 0, chain_keys=None) -> dict:
     """Metropolis for n charges, one chain per entry of ``betas`` (1/Ha), uniform random start.
 
     ``equil`` equilibration sweeps (delta adapted per chain towards acceptance 0.5 after every
@@ -173,7 +173,10 @@ def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: i
     total)`` is called after every chunk. ``keep_every`` = k > 0 also returns "snapshots"
     (n_chains, sweeps // k, n, 3) bohr, the configuration after every k-th production sweep
     (production then runs in chunks of k sweeps; ``sweeps`` must be a multiple of k), and
-    "snapshot_U" (n_chains, sweeps // k) Ha, their energies recomputed from scratch."""
+    "snapshot_U" (n_chains, sweeps // k) Ha, their energies recomputed from scratch.
+    ``chain_keys`` (n_chains, 2): one PRNG key per chain instead of ``key``; a chain's random
+    stream then depends on its own key only, so any subset of the chains (e.g. one MPI rank's
+    share) runs exactly as it would among all of them."""
     if keep_every:
         if sweeps % keep_every:
             raise ValueError(f"sweeps ({sweeps}) must be a multiple of keep_every ({keep_every})")
@@ -184,15 +187,30 @@ def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: i
     betas = jnp.asarray(betas, dtype=jnp.float64)
     b = betas.shape[0]
     length = float(geom["length"])
-    key, k0 = jax.random.split(key)
-    x = jax.random.uniform(k0, (b, n, DIM), jnp.float64) * length
+    if chain_keys is None:
+        key, k0 = jax.random.split(key)
+        x = jax.random.uniform(k0, (b, n, DIM), jnp.float64) * length
+
+        def chunk_keys(j):
+            nonlocal key
+            key, k = jax.random.split(key)
+            return jax.random.split(k, b)
+    else:
+        chain_keys = jnp.asarray(chain_keys)
+        if chain_keys.shape[0] != b:
+            raise ValueError(f"{chain_keys.shape[0]} chain keys for {b} chains")
+        x = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 0), (n, DIM),
+                                                  jnp.float64))(chain_keys) * length
+
+        def chunk_keys(j):
+            return jax.vmap(lambda k: jax.random.fold_in(k, j + 1))(chain_keys)
     delta = jnp.full((b,), 0.1 * length)
     drift = 0.0
-    done = 0
+    done, j = 0, 0
     while done < equil:
-        key, k = jax.random.split(key)
         s = min(chunk, equil - done)
-        x, _, acc, dr = _chunk(arrays, betas, delta, x, jax.random.split(k, b), s)
+        x, _, acc, dr = _chunk(arrays, betas, delta, x, chunk_keys(j), s)
+        j += 1
         delta = jnp.minimum(delta * jnp.exp(2.0 * (acc - 0.5)), 0.5 * length)
         drift = max(drift, float(jnp.max(jnp.abs(dr))))
         done += s
@@ -201,9 +219,9 @@ def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: i
     series, accs, snaps, snap_u = [], [], [], []
     done = 0
     while done < sweeps:
-        key, k = jax.random.split(key)
         s = min(chunk_prod, sweeps - done)
-        x, us, acc, dr = _chunk(arrays, betas, delta, x, jax.random.split(k, b), s)
+        x, us, acc, dr = _chunk(arrays, betas, delta, x, chunk_keys(j), s)
+        j += 1
         series.append(np.asarray(us))
         accs.append(np.asarray(acc) * s)
         drift = max(drift, float(jnp.max(jnp.abs(dr))))

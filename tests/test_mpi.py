@@ -331,7 +331,9 @@ def test_annealed_ocp_eval_on_two_ranks_equals_two_devices_of_one(mpi_available,
     """``eval --anneal-steps`` under 2 ranks x 1 device and in one process with 2 faked devices:
     the same global shards (each draws from its own key), so the pilot's schedule (run alike on
     every rank) and every estimate computed from the gathered log-weights -- F_ais, the annealed
-    bound, ESS, U_ais -- agree to round-off, and every sample is counted once."""
+    bound, ESS, U_ais -- agree to round-off, and every sample is counted once. The same for the
+    two-sided estimate (``--bar-samples``), whose Metropolis chains and flow samples the ranks
+    share out: every chain and flow sample has its own key, so it too agrees."""
     run = str(tmp_path / "ocp")
     train = subprocess.run([sys.executable, "freeenergy.py", "train", *OCP, "--steps", "3",
                             "--out", run], cwd=ROOT, env=_env(), capture_output=True, text=True,
@@ -339,7 +341,8 @@ def test_annealed_ocp_eval_on_two_ranks_equals_two_devices_of_one(mpi_available,
     assert train.returncode == 0, train.stderr[-3000:]
     evals = {}
     eval_args = ["freeenergy.py", "eval", run, "--steps", "2", "--anneal-steps", "5",
-                 "--anneal-moves", "2"]
+                 "--anneal-moves", "2", "--bar-samples", "32", "--bar-chains", "4",
+                 "--bar-thin", "2", "--bar-equil", "10"]
     for name, proc in (("ranks", lambda: _mpi(2, eval_args)),
                        ("devices", lambda: subprocess.run(
                            [sys.executable, *eval_args], cwd=ROOT, env=_env(2),
@@ -359,3 +362,11 @@ def test_annealed_ocp_eval_on_two_ranks_equals_two_devices_of_one(mpi_available,
             assert a[key][part] == pytest.approx(b[key][part], rel=1e-12, abs=1e-14), (key, part)
     assert a["ais_ess"] == pytest.approx(b["ais_ess"], rel=1e-12)
     assert 1.0 <= a["ais_ess"] <= 16.0
+    assert a["bar"]["n_forward"] == a["bar"]["n_reverse"] == 32 and a["bar"]["chains"] == 4
+    for key in ("F_bar", "F_bar_ex"):
+        for part in ("mean", "err"):
+            assert a[key][part] == pytest.approx(b[key][part], rel=1e-10), (key, part)
+    for key in ("overlap", "mc_acceptance", "mc_delta"):
+        assert a["bar"][key] == pytest.approx(b["bar"][key], rel=1e-10), key
+    odd = _mpi(2, eval_args[:-6] + ["--bar-chains", "3", "--bar-thin", "2"])
+    assert odd.returncode == 2 and "--bar-chains (3) must be a multiple of the 2 MPI" in odd.stderr

@@ -162,11 +162,10 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         want = cfg.proton_flow_chunk or default or b
         return max(c for c in range(1, min(want, b) + 1) if b % c == 0)
 
-    def draw(params, key, b, default_chunk=None):
-        """b exact samples (b, N, dim), their U (b,) and ln p (b,), ``chunks_of(b,
-        default_chunk)`` at a time."""
+    def draw(params, key, b):
+        """b exact samples (b, N, dim), their U (b,) and ln p (b,), ``chunks_of(b)`` at a time."""
         keys = jax.random.split(key, b)
-        c = chunks_of(b, default_chunk)
+        c = chunks_of(b)
         if c == b:
             return draw_keys(params, keys)
         out = jax.lax.map(lambda k: draw_keys(params, k), keys.reshape((b // c, c) + keys.shape[1:]))
@@ -290,7 +289,14 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         return AnnealedEval(tune=tune, eval_step=sharded)
 
     log_prob_of = jax.vmap(flow.log_prob, (None, 0))
-    draw_jit = jax.jit(draw, static_argnums=(2, 3))
+
+    @jax.jit
+    def draw_keys_jit(params, keys):
+        """``draw_keys`` in chunks of ``chunks_of(b, BAR_CHUNK)`` samples, one per key."""
+        b = keys.shape[0]
+        c = chunks_of(b, BAR_CHUNK)
+        out = jax.lax.map(lambda k: draw_keys(params, k), keys.reshape((b // c, c) + keys.shape[1:]))
+        return jax.tree.map(lambda a: a.reshape((b,) + a.shape[2:]), out)
 
     @jax.jit
     def reverse_terms(params, s):
@@ -303,7 +309,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         return jax.tree.map(lambda a: a.reshape(b), out)
 
     def bar_eval(params, key, samples: int, chains: int, thin: int, equil: int,
-                 log=None) -> dict:
+                 log=None) -> dict | None:
         """The two-sided (Bennett) estimate of the configurational free energy (3D).
 
         ``chains`` Metropolis chains of exp(-U/k_B T) (``freeenergy.ocp_metropolis``), ``equil``
@@ -312,26 +318,41 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         (the Boltzmann configurations' ln p through the flow's inverse), and
         ``estimators.bennett_acceptance_ratio`` gives delta = -ln Z, with a jackknife over groups
         (each chain's configurations in ``BAR_BLOCKS`` consecutive blocks, the flow's samples dealt
-        out over as many groups). Returns the estimator's dict plus F (Ha, total over the N
-        protons: k_B T delta + the ideal constant), the one-sided F's, and the chains'
-        diagnostics. Runs on this process alone (no collectives); ``log(stage, done, total)``
-        is called after every chunk of sweeps."""
+        out over as many groups). Returns (rank 0; None elsewhere) the estimator's dict plus F
+        (Ha, total over the N protons: k_B T delta + the ideal constant), the one-sided F's, and
+        the chains' diagnostics. The chains and the flow samples are shared out over the MPI
+        ranks (``chains`` must be a multiple of their number); every chain and every flow sample
+        has a key of its own, so the numbers do not depend on the number of ranks.
+        ``log(stage, done, total)`` is called after every chunk of sweeps."""
+        ranks, rank = lay.n_ranks, lay.rank
+        if chains % ranks:
+            raise ValueError(f"{chains} chains cannot be shared out over {ranks} ranks")
         per_chain = -(-samples // chains)
+        mine = slice(rank * (chains // ranks), (rank + 1) * (chains // ranks))
         k_mc, k_flow = jax.random.split(key)
         geom = ocp_metropolis.make_geometry(n, cfg.rs, cfg.ewald_accuracy)
         if not math.isclose(float(geom["length"]), length, rel_tol=1e-12):
             raise ValueError(f"the sampler's box ({float(geom['length'])} bohr) is not the run's "
                              f"({length} bohr)")
         beta = coupling / temperature
-        run = ocp_metropolis.run_chains(geom, n, np.full(chains, beta), per_chain * thin,
-                                        equil, k_mc, chunk=max(thin, 10), log=log,
-                                        keep_every=thin)
-        s_rev = jnp.asarray(run["snapshots"].reshape(chains * per_chain, n, dim))
+        local = chains // ranks
+        run = ocp_metropolis.run_chains(geom, n, np.full(local, beta), per_chain * thin, equil,
+                                        None, chunk=max(thin, 10), log=log, keep_every=thin,
+                                        chain_keys=jax.random.split(k_mc, chains)[mine])
+        s_rev = jnp.asarray(run["snapshots"].reshape(local * per_chain, n, dim))
         u_rev, logp_rev = jax.device_get(reverse_terms(params, s_rev))
-        _, u_fwd, logp_fwd = jax.device_get(draw_jit(params, k_flow, chains * per_chain,
-                                                     BAR_CHUNK))
-        x_rev = np.asarray(u_rev) / temperature + np.asarray(logp_rev)
-        x_fwd = np.asarray(u_fwd) / temperature + np.asarray(logp_fwd)
+        rows = slice(mine.start * per_chain, mine.stop * per_chain)
+        flow_keys = jax.random.split(k_flow, chains * per_chain)[rows]
+        _, u_fwd, logp_fwd = jax.device_get(draw_keys_jit(params, flow_keys))
+        table = np.stack([np.asarray(u_fwd) / temperature + np.asarray(logp_fwd),
+                          np.asarray(u_rev) / temperature + np.asarray(logp_rev),
+                          np.asarray(u_rev), coupling * run["snapshot_U"].ravel()], 1)
+        per_chain_rows = np.stack([run["acceptance"], run["delta"]], 1)
+        table = devices.gather_rows(table)
+        per_chain_rows = devices.gather_rows(per_chain_rows)
+        if table is None:
+            return None
+        x_fwd, x_rev, u_rev, u_mc = table.T
         blocks = min(BAR_BLOCKS, per_chain)
         g_rev = (np.arange(chains)[:, None] * blocks
                  + np.arange(per_chain)[None, :] * blocks // per_chain).ravel()
@@ -343,10 +364,9 @@ def build_ocp(cfg: Config, lay: devices.Layout):
                    F_reverse=temperature * res["reverse"] + constant,
                    U_reverse_mean=float(np.mean(u_rev)), chains=int(chains),
                    thin_sweeps=int(thin), equil_sweeps=int(equil),
-                   mc_acceptance=float(np.mean(run["acceptance"])),
-                   mc_delta=float(np.mean(run["delta"])),
-                   mc_energy_check=float(np.max(np.abs(np.asarray(u_rev)
-                                                       - coupling * run["snapshot_U"].ravel()))))
+                   mc_acceptance=float(np.mean(per_chain_rows[:, 0])),
+                   mc_delta=float(np.mean(per_chain_rows[:, 1])),
+                   mc_energy_check=float(np.max(np.abs(u_rev - u_mc))))
         return res
 
     def global_state(key):

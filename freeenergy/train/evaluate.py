@@ -394,8 +394,9 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
                       file=out, flush=True)
 
         bar_result = built.bar_eval(params, jax.random.fold_in(key, -2 & 0x7FFFFFFF), *bar,
-                                    log=progress)
-        bar_result["wall_time_s"] = time.time() - t_bar
+                                    log=progress if lay.is_root else None)
+        if bar_result is not None:          # rank 0
+            bar_result["wall_time_s"] = time.time() - t_bar
     if lay.is_root:
         result = eval_result(records, built, ckpt_step, burn_in, seed,
                              prior_wall + time.time() - t0)
@@ -469,6 +470,9 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
                                    ("sampling", sampling)) if v is not None}
     cfg = validate(dataclasses.replace(train_cfg, **overrides))
     lay = devices.layout()
+    if bar_samples and bar_chains % lay.n_ranks:
+        raise ConfigError(f"--bar-chains ({bar_chains}) must be a multiple of the {lay.n_ranks} "
+                          f"MPI ranks (they share the chains out)")
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     from freeenergy.train.driver import on_root
     found = on_root(lay, rundir.newest_intact_checkpoint, ckpt_dir,
