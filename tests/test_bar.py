@@ -116,8 +116,8 @@ def test_two_sided_estimate_of_two_charges_against_quadrature(tmp_path, capsys):
                  "--bar-thin", "2", "--bar-equil", "50"]) == 0
     text = capsys.readouterr().out
     assert "two-sided (Bennett; 1024 flow samples, 1024 Metropolis configurations" in text
-    assert "Metropolis equilibration: 50/50 sweeps" in text
-    assert "Metropolis production: 256/256 sweeps" in text
+    assert "equilibration: 50/50 sweeps" in text and "production: 256/256 sweeps" in text
+    assert "flow inverse (ln p of the configurations): 1024/1024 configurations" in text
     with open(os.path.join(out, "eval.json")) as fh:
         ev = json.load(fh)
     f_bar, bar = ev["f_bar_ex"], ev["bar"]

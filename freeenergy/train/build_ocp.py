@@ -298,15 +298,21 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         out = jax.lax.map(lambda k: draw_keys(params, k), keys.reshape((b // c, c) + keys.shape[1:]))
         return jax.tree.map(lambda a: a.reshape((b,) + a.shape[2:]), out)
 
-    @jax.jit
-    def reverse_terms(params, s):
+    reverse_chunk = jax.jit(lambda params, s: (jax.vmap(potential)(s), log_prob_of(params, s)))
+
+    def reverse_terms(params, s, log=None):
         """(U (Ha), ln p) (b,) of configurations s (b, N, dim), ln p through the flow's inverse,
-        ``chunks_of(b, BAR_CHUNK)`` at a time."""
+        ``chunks_of(b, BAR_CHUNK)`` at a time (``log(stage, done, b)`` after each)."""
         b = s.shape[0]
         c = chunks_of(b, BAR_CHUNK)
-        out = jax.lax.map(lambda x: (jax.vmap(potential)(x), log_prob_of(params, x)),
-                          s.reshape((b // c, c) + s.shape[1:]))
-        return jax.tree.map(lambda a: a.reshape(b), out)
+        us, logps = [], []
+        for start in range(0, b, c):
+            u, logp = jax.device_get(reverse_chunk(params, s[start:start + c]))
+            us.append(np.asarray(u))
+            logps.append(np.asarray(logp))
+            if log is not None:
+                log("flow inverse (ln p of the configurations)", start + c, b)
+        return np.concatenate(us), np.concatenate(logps)
 
     def bar_eval(params, key, samples: int, chains: int, thin: int, equil: int,
                  log=None) -> dict | None:
@@ -323,7 +329,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         the chains' diagnostics. The chains and the flow samples are shared out over the MPI
         ranks (``chains`` must be a multiple of their number); every chain and every flow sample
         has a key of its own, so the numbers do not depend on the number of ranks.
-        ``log(stage, done, total)`` is called after every chunk of sweeps."""
+        ``log(stage, done, total)`` is called after every chunk of sweeps and of flow inverses."""
         ranks, rank = lay.n_ranks, lay.rank
         if chains % ranks:
             raise ValueError(f"{chains} chains cannot be shared out over {ranks} ranks")
@@ -340,7 +346,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
                                         None, chunk=max(thin, 10), log=log, keep_every=thin,
                                         chain_keys=jax.random.split(k_mc, chains)[mine])
         s_rev = jnp.asarray(run["snapshots"].reshape(local * per_chain, n, dim))
-        u_rev, logp_rev = jax.device_get(reverse_terms(params, s_rev))
+        u_rev, logp_rev = reverse_terms(params, s_rev, log)
         rows = slice(mine.start * per_chain, mine.stop * per_chain)
         flow_keys = jax.random.split(k_flow, chains * per_chain)[rows]
         _, u_fwd, logp_fwd = jax.device_get(draw_keys_jit(params, flow_keys))

@@ -390,7 +390,8 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
             tenth = 10 * done // total
             if (stage, tenth) not in shown:
                 shown.add((stage, tenth))
-                print(f"  Metropolis {stage}: {done}/{total} sweeps ({time.time() - t_bar:.0f} s)",
+                what = "sweeps" if stage in ("equilibration", "production") else "configurations"
+                print(f"  {stage}: {done}/{total} {what} ({time.time() - t_bar:.0f} s)",
                       file=out, flush=True)
 
         bar_result = built.bar_eval(params, jax.random.fold_in(key, -2 & 0x7FFFFFFF), *bar,
