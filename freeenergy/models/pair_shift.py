@@ -184,10 +184,22 @@ class PairShift(hk.Module):
             d = linalg.inv(jac) @ res
             if not self.expanding:
                 return i + 1, z - d, residual2(z - d)
-            trial = jax.vmap(lambda t: residual2(z - t * d))(steps)
-            ok = trial < (1.0 - 1e-4 * steps) * jnp.sum(res ** 2)
-            k = jnp.where(jnp.any(ok), jnp.argmax(ok), steps.shape[0] - 1)
-            return i + 1, z - steps[k] * d, trial[k]
+            # backtracking: the longest of the steps 2^-k (k < 8) whose residual falls enough,
+            # else the shortest; tried one at a time (the full step almost always passes)
+            r0 = jnp.sum(res ** 2)
+            last = steps.shape[0] - 1
+
+            def too_long(c):
+                k, r2 = c
+                return (k < last) & ~(r2 < (1.0 - 1e-4 * steps[k]) * r0)
+
+            def shorter(c):
+                k = c[0] + 1
+                return k, residual2(z - steps[k] * d)
+
+            k, r2 = jax.lax.while_loop(too_long, shorter, (jnp.zeros((), jnp.int32),
+                                                           residual2(z - d)))
+            return i + 1, z - steps[k] * d, r2
 
         def running(carry):
             i, _, r2 = carry
