@@ -22,6 +22,7 @@ import pytest
 from freeenergy import ocp_metropolis
 from freeenergy.cli import main
 from freeenergy.estimators import bennett_acceptance_ratio
+from freeenergy.train.evaluate import format_eval
 
 jax.config.update("jax_enable_x64", True)
 
@@ -134,6 +135,10 @@ def test_two_sided_estimate_of_two_charges_against_quadrature(tmp_path, capsys):
     assert ev["units"]["f_bar_ex"] == "k_B T per proton"
     for key in ("f_bar_forward_ex", "f_bar_reverse_ex", "u_bar_reverse_ex"):
         assert math.isfinite(ev[key]), key
+    assert "WARNING" not in text
+    ev["bar"]["overlap"] = 1e-9                        # no overlap: the output says so
+    assert "hardly overlap; the two-sided value and its error bar are not reliable" in (
+        format_eval(ev))
 
 
 @pytest.mark.parametrize("flags, words", [

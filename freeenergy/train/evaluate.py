@@ -51,6 +51,7 @@ HYDROGEN_PARTS = ("F_electrons", "E_electrons", "S_electrons", "K_electrons", "F
                   "S_protons", "V_pp")
 EVAL_SEED_SALT = 0x6576616C  # "eval": the evaluation's random stream differs from training's
 PARTIAL = "eval.partial.json"  # an OCP evaluation's progress (module docstring)
+BAR_MIN_OVERLAP = 1e-3   # below it, ``format_eval`` warns that the two-sided value is unreliable
 
 
 def _read_partial(path: str, fingerprint: dict, out) -> dict | None:
@@ -296,6 +297,11 @@ def format_eval(r: dict) -> str:
                          f"{pm(r['f_bar_ex'])}; one-sided: {r['f_bar_forward_ex']:.5f} "
                          f"(flow samples), {r['f_bar_reverse_ex']:.5f} (Boltzmann); u_ex = "
                          f"{r['u_bar_reverse_ex']:.5f} (Metropolis)")
+            if b["overlap"] < BAR_MIN_OVERLAP:
+                lines.append(f"  WARNING: overlap {b['overlap']:.2g} < {BAR_MIN_OVERLAP}: the flow and "
+                             f"the Boltzmann density hardly overlap; the two-sided value and its "
+                             f"error bar are not reliable (asymptotic error "
+                             f"{b['f_ex_err_asymptotic']:.2g})")
     return "\n".join(lines)
 
 
