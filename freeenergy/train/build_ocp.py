@@ -162,14 +162,19 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         want = cfg.proton_flow_chunk or default or b
         return max(c for c in range(1, min(want, b) + 1) if b % c == 0)
 
-    def draw(params, key, b):
-        """b exact samples (b, N, dim), their U (b,) and ln p (b,), ``chunks_of(b)`` at a time."""
-        keys = jax.random.split(key, b)
-        c = chunks_of(b)
+    def draw_from_keys(params, keys, default_chunk=None):
+        """One exact sample per PRNG key in keys (b, 2): (b, N, dim), their U (b,) and ln p (b,),
+        ``chunks_of(b, default_chunk)`` at a time."""
+        b = keys.shape[0]
+        c = chunks_of(b, default_chunk)
         if c == b:
             return draw_keys(params, keys)
         out = jax.lax.map(lambda k: draw_keys(params, k), keys.reshape((b // c, c) + keys.shape[1:]))
         return jax.tree.map(lambda a: a.reshape((b,) + a.shape[2:]), out)
+
+    def draw(params, key, b):
+        """b exact samples (b, N, dim), their U (b,) and ln p (b,), ``chunks_of(b)`` at a time."""
+        return draw_from_keys(params, jax.random.split(key, b))
 
     def loss_and_grad(params, key, b):
         """grad of sum_s (U_s + k_B T ln p_s) / B over this shard's b samples, accumulated over
@@ -290,13 +295,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
 
     log_prob_of = jax.vmap(flow.log_prob, (None, 0))
 
-    @jax.jit
-    def draw_keys_jit(params, keys):
-        """``draw_keys`` in chunks of ``chunks_of(b, BAR_CHUNK)`` samples, one per key."""
-        b = keys.shape[0]
-        c = chunks_of(b, BAR_CHUNK)
-        out = jax.lax.map(lambda k: draw_keys(params, k), keys.reshape((b // c, c) + keys.shape[1:]))
-        return jax.tree.map(lambda a: a.reshape((b,) + a.shape[2:]), out)
+    draw_keys_jit = jax.jit(lambda params, keys: draw_from_keys(params, keys, BAR_CHUNK))
 
     reverse_chunk = jax.jit(lambda params, s: (jax.vmap(potential)(s), log_prob_of(params, s)))
 
