@@ -12,13 +12,14 @@ import os
 import subprocess
 import sys
 
+import mpi_launch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH = 512  # VAN 2643 parameters: the gathered score rows alone are 512 x 2643 x 8 B = 10.8 MB
 
 
 def _memory(devices: int) -> dict:
-    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+    env = mpi_launch.env(devices)   # one process with `devices` faked CPU devices
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests/programs/step_memory.py"),
                            str(BATCH)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,10 +6,11 @@ from the seed (perturbed so that the proton flow and the backflow are not the id
 step of the joint chain for all B rows on one device. Each rank then runs (a) the update on its
 own rows through ``devices.shard_step`` (R ranks x local devices; with 2x2x2 twists every shard
 holds whole groups of 8 rows sharing their protons) and (b) the update of all B rows on one
-device, both with the score rows kept per shard, and (c) the gathered estimator on one device.
-Rank 0 prints one JSON line: the relative deviations of the parameters, gradients, SR
-updates and statistics. Arguments: batch (default 32) and the SR solver (default "cg": the score
-rows of all three groups stay on their shard and SR runs distributed conjugate gradients).
+device, both with the score rows kept per shard, and (c) the gathered estimator on one device
+((b) on rank 0, (c) on the last rank, which sends it to rank 0). Rank 0 prints one JSON line:
+the relative deviations of the parameters, gradients, SR updates and statistics. Arguments:
+batch (default 32) and the SR solver (default "cg": the score rows of all three groups stay on
+their shard and SR runs distributed conjugate gradients).
 """
 
 import sys
@@ -62,12 +63,20 @@ def main(batch: int, solver: str):
     mine = jax.tree.map(lambda a: devices.place_walkers(np.asarray(a)[rows]), draw)
     opt_state = one.global_state(jax.random.PRNGKey(cfg.seed)).opt_state
     got = sharded(params, opt_state, mine)
-    ref = single(params, opt_state, draw)
-    # the gathered estimator (``hydrogen_gradients`` on every row at once, then the same solver)
-    gathered = devices.shard_step(one.parts.make_update(devices.Collectives(devices.Layout()),
-                                                        True),
-                                  (R, R, draw_spec), out_specs, n_devices=1)(params, opt_state,
-                                                                            draw)
+    # The two one-device references need no MPI: rank 0 computes the per-shard estimator's,
+    # the last rank the gathered estimator's (``hydrogen_gradients`` on every row at once, then
+    # the same solver), side by side (each compile takes ~20 s of one core), and sends it over.
+    gathered_rank = lay.n_ranks - 1
+    ref = gathered = None
+    if lay.rank == 0:
+        ref = jax.device_get(single(params, opt_state, draw))
+    if lay.rank == gathered_rank:
+        gathered = jax.device_get(devices.shard_step(
+            one.parts.make_update(devices.Collectives(devices.Layout()), True),
+            (R, R, draw_spec), out_specs, n_devices=1)(params, opt_state, draw))
+    if gathered_rank != 0:
+        from mpi4py import MPI
+        gathered = MPI.COMM_WORLD.bcast(gathered, root=gathered_rank)
 
     def flat(tree):
         return np.concatenate([np.ravel(v) for v in jax.tree.leaves(jax.device_get(tree))])
@@ -76,6 +85,9 @@ def main(batch: int, solver: str):
         a, b = flat(a), flat(b)
         return float(np.max(np.abs(a - b)) / (np.max(np.abs(b)) + 1e-300))
 
+    if lay.rank != 0:     # only rank 0 reports the comparison
+        report(lay, {}, flat(got[0]))
+        return
     names = ("params", "opt_state", "grads", "updates", "stats")
     result = {f"rel_{k}": rel(g, r) for k, g, r in zip(names, got, ref)}
     result["rel_grads_gathered"] = rel(got[2], gathered[2])
