@@ -3,10 +3,10 @@ fixed draw of B (S, twist) rows equals the single-shard update of the same rows.
 
 Every rank builds the same inputs without any randomness that depends on the layout: parameters
 from the seed (perturbed so that the proton flow and the backflow are not the identity), then one
-step of the joint chain for all B rows on one device. Each rank then runs (a) the update on its
-own rows through ``devices.shard_step`` (R ranks x local devices; with 2x2x2 twists every shard
-holds whole groups of 8 rows sharing their protons) and (b) the update of all B rows on one
-device, both with the score rows kept per shard, and (c) the gathered estimator on one device
+step of the joint chain for all B rows on one device (drawn on rank 0, sent to all). Each rank
+then runs (a) the update on its own rows through ``devices.shard_step`` (R ranks x local devices;
+with 2x2x2 twists every shard holds whole groups of 8 rows sharing their protons); (b) is the
+update of all B rows on one device, both with the score rows kept per shard, and (c) the gathered estimator on one device
 ((b) on rank 0, (c) on the last rank, which sends it to rank 0). Rank 0 prints one JSON line:
 the relative deviations of the parameters, gradients, SR updates and statistics. Arguments:
 batch (default 32) and the SR solver (default "cg": the score rows of all three groups stay on
@@ -23,7 +23,7 @@ from jax.flatten_util import ravel_pytree
 from freeenergy import devices
 from freeenergy.config import Config, validate
 from freeenergy.train.driver import build
-from report import report
+from report import bcast_from, report
 
 jax.config.update("jax_enable_x64", True)
 
@@ -48,7 +48,10 @@ def main(batch: int, solver: str):
         flat, unravel = ravel_pytree(params[group])
         noise = jax.random.normal(jax.random.PRNGKey(11), flat.shape)
         params = {**params, group: unravel(flat + scale * noise)}
-    draw = jax.jit(one.parts.sample)(params, sampler, jax.random.PRNGKey(12))
+    # one step of the joint chain (a ~12 s compile): rank 0 draws, the others wait asleep
+    draw = bcast_from(jax.device_get(jax.jit(one.parts.sample)(params, sampler,
+                                                                jax.random.PRNGKey(12)))
+                      if lay.is_root else None, 0)
 
     W, R = devices.walker_spec(), devices.replicated()
     draw_spec = jax.tree.map(lambda _: W, draw)
@@ -74,9 +77,7 @@ def main(batch: int, solver: str):
         gathered = jax.device_get(devices.shard_step(
             one.parts.make_update(devices.Collectives(devices.Layout()), True),
             (R, R, draw_spec), out_specs, n_devices=1)(params, opt_state, draw))
-    if gathered_rank != 0:
-        from mpi4py import MPI
-        gathered = MPI.COMM_WORLD.bcast(gathered, root=gathered_rank)
+    gathered = bcast_from(gathered, gathered_rank)
 
     def flat(tree):
         return np.concatenate([np.ravel(v) for v in jax.tree.leaves(jax.device_get(tree))])

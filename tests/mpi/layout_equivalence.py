@@ -4,8 +4,8 @@ sharded step for a fixed set of B walkers equals the single-shard update for the
 Every rank builds the same inputs without any randomness that depends on the layout: parameters
 from the seed, walker positions and VAN occupations drawn for all B walkers at once. Each rank then
 (a) runs the update through ``devices.shard_step`` on its own rows (R ranks x local devices) and
-(b) runs it on all B walkers on one device with a one-shard layout (what a single-rank run does).
-Rank 0 prints one JSON line: the relative deviations of loss, gradients and SR updates.
+(b) rank 0 runs it on all B walkers on one device with a one-shard layout (what a single-rank run
+does; the other ranks wait asleep). Rank 0 prints one JSON line: the relative deviations of loss, gradients and SR updates.
 Arguments: batch (default 16) and the SR solver (default "direct"; "cg" keeps each shard's score
 rows on that shard, so the sharded update then runs one allreduce per CG iteration).
 """
@@ -59,6 +59,9 @@ def main(batch: int, solver: str):
     full = Draw(n=n, logp=logp, x=x, acceptance=acceptance, n_acceptance=n_acceptance)
     mine = Draw(*[devices.place_walkers(np.asarray(a)[rows]) for a in full])
     got = sharded(params, state.opt_state, mine)
+    if not lay.is_root:     # only rank 0 compares with the one-shard update
+        report(lay, {}, np.asarray(ravel_pytree(got[0])[0]))
+        return
     ref = single(params, state.opt_state, full)
 
     def rel(a, b):
