@@ -6,8 +6,9 @@ from the seed (perturbed so that the proton flow and the backflow are not the id
 step of the joint chain for all B rows on one device (drawn on rank 0, sent to all). Each rank
 then runs (a) the update on its own rows through ``devices.shard_step`` (R ranks x local devices;
 with 2x2x2 twists every shard holds whole groups of 8 rows sharing their protons); (b) is the
-update of all B rows on one device, both with the score rows kept per shard, and (c) the gathered estimator on one device
-((b) on rank 0, (c) on the last rank, which sends it to rank 0). Rank 0 prints one JSON line:
+update of all B rows on one device, both with the score rows kept per shard, and (c) the
+gathered estimator on one device ((b) on rank 0, (c) on the last rank, which sends it to rank 0).
+Rank 0 prints one JSON line:
 the relative deviations of the parameters, gradients, SR updates and statistics. Arguments:
 batch (default 32) and the SR solver (default "cg": the score rows of all three groups stay on
 their shard and SR runs distributed conjugate gradients).
