@@ -5,7 +5,8 @@ Every rank builds the same inputs without any randomness that depends on the lay
 from the seed, walker positions and VAN occupations drawn for all B walkers at once. Each rank then
 (a) runs the update through ``devices.shard_step`` on its own rows (R ranks x local devices) and
 (b) rank 0 runs it on all B walkers on one device with a one-shard layout (what a single-rank run
-does; the other ranks wait asleep). Rank 0 prints one JSON line: the relative deviations of loss, gradients and SR updates.
+does; the other ranks wait asleep). Rank 0 prints one JSON line: the relative deviations of loss,
+gradients and SR updates.
 Arguments: batch (default 16) and the SR solver (default "direct"; "cg" keeps each shard's score
 rows on that shard, so the sharded update then runs one allreduce per CG iteration).
 """
