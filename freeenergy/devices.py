@@ -329,10 +329,14 @@ def replicated():
 
 
 def place_walkers(x):
-    """Puts this rank's (rows, ...) walker array onto the local devices, split along rows."""
+    """Puts this rank's (rows, ...) walker array onto the local devices, split along rows. On
+    one device it carries the label P() that a sharded program's outputs carry there: with
+    P('walkers') instead, a resumed run's placed walkers made its step a different program
+    from the fresh run's (a miss of the persistent compilation cache on every resume)."""
     import jax
     from jax.sharding import NamedSharding
-    return jax.device_put(x, NamedSharding(local_mesh(), walker_spec()))
+    mesh = local_mesh()
+    return jax.device_put(x, NamedSharding(mesh, walker_spec() if mesh.size > 1 else replicated()))
 
 
 def place_replicated(tree):
