@@ -163,20 +163,30 @@ _chunk = jax.jit(jax.vmap(_chunk_one, in_axes=(None, 0, 0, 0, 0, None)), static_
 
 
 def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: int = 10,
-               log=None, keep_every: int = 0, chain_keys=None) -> dict:
+               log=None, keep_every: int = 0, chain_keys=None, resume: dict | None = None,
+               after_chunk=None) -> dict:
     """Metropolis for n charges, one chain per entry of ``betas`` (1/Ha), uniform random start.
 
     ``equil`` equilibration sweeps (delta adapted per chain towards acceptance 0.5 after every
     chunk), then ``sweeps`` production sweeps with delta frozen. Returns U (Ha) after every
     production sweep (n_chains, sweeps), the production acceptance and delta (bohr) per chain,
-    and the largest drift of the accumulated U seen at a recompute (Ha). ``log(stage, done,
+    and the largest drift of the accumulated U seen at a recompute (Ha), and "state", the final
+    progress (what ``resume`` below takes). ``log(stage, done,
     total)`` is called after every chunk. ``keep_every`` = k > 0 also returns "snapshots"
     (n_chains, sweeps // k, n, 3) bohr, the configuration after every k-th production sweep
     (production then runs in chunks of k sweeps; ``sweeps`` must be a multiple of k), and
     "snapshot_U" (n_chains, sweeps // k) Ha, their energies recomputed from scratch.
     ``chain_keys`` (n_chains, 2): one PRNG key per chain instead of ``key``; a chain's random
     stream then depends on its own key only, so any subset of the chains (e.g. one MPI rank's
-    share) runs exactly as it would among all of them."""
+    share) runs exactly as it would among all of them.
+
+    Resuming (with ``chain_keys``, whose streams depend only on the chunk index):
+    ``after_chunk(state)`` is called after every chunk with a function ``state()`` that returns
+    the chains' progress as a dict of arrays (it may save it, or raise to stop the run there);
+    ``run_chains(..., resume=that dict)`` with the same arguments goes on from it to exactly the
+    result of an uninterrupted run."""
+    if resume is not None and chain_keys is None:
+        raise ValueError("resuming the chains needs chain_keys (their streams by chunk)")
     if keep_every:
         if sweeps % keep_every:
             raise ValueError(f"sweeps ({sweeps}) must be a multiple of keep_every ({keep_every})")
@@ -207,6 +217,34 @@ def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: i
     delta = jnp.full((b,), 0.1 * length)
     drift = 0.0
     done, j = 0, 0
+    series, snaps, snap_u = [], [], []
+    acc_sum = np.zeros(b)   # sum over production chunks of acceptance x sweeps, per chain
+    prod_done = 0
+    if resume is not None:
+        x, delta = jnp.asarray(resume["x"]), jnp.asarray(resume["delta"])
+        drift, j = float(resume["drift"]), int(resume["chunk_index"])
+        done, prod_done = int(resume["equil_done"]), int(resume["production_done"])
+        if x.shape != (b, n, DIM) or done > equil or prod_done > sweeps:
+            raise ValueError("the saved chains do not belong to this run")
+        if prod_done:
+            series, acc_sum = [np.asarray(resume["U"])], np.asarray(resume["acceptance_sum"])
+            if keep_every:
+                snaps = list(np.swapaxes(np.asarray(resume["snapshots"]), 0, 1))
+                snap_u = list(np.asarray(resume["snapshot_U"]).T)
+
+    def state():
+        """The progress so far (arrays), what ``resume`` takes."""
+        out = {"x": np.asarray(x), "delta": np.asarray(delta), "drift": np.asarray(drift),
+               "chunk_index": np.asarray(j), "equil_done": np.asarray(done),
+               "production_done": np.asarray(prod_done),
+               "U": np.concatenate(series, axis=1) if series else np.zeros((b, 0)),
+               "acceptance_sum": acc_sum}
+        if keep_every:
+            out["snapshots"] = (np.stack(snaps, axis=1) if snaps
+                                else np.zeros((b, 0, n, DIM)))
+            out["snapshot_U"] = np.stack(snap_u, axis=1) if snap_u else np.zeros((b, 0))
+        return out
+
     while done < equil:
         s = min(chunk, equil - done)
         x, _, acc, dr = _chunk(arrays, betas, delta, x, chunk_keys(j), s)
@@ -216,23 +254,25 @@ def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: i
         done += s
         if log is not None:
             log("equilibration", done, equil)
-    series, accs, snaps, snap_u = [], [], [], []
-    done = 0
-    while done < sweeps:
-        s = min(chunk_prod, sweeps - done)
+        if after_chunk is not None:
+            after_chunk(state)
+    while prod_done < sweeps:
+        s = min(chunk_prod, sweeps - prod_done)
         x, us, acc, dr = _chunk(arrays, betas, delta, x, chunk_keys(j), s)
         j += 1
         series.append(np.asarray(us))
-        accs.append(np.asarray(acc) * s)
+        acc_sum = acc_sum + np.asarray(acc) * s
         drift = max(drift, float(jnp.max(jnp.abs(dr))))
         if keep_every:
             snaps.append(np.asarray(x))
             snap_u.append(np.asarray(us)[:, -1] + np.asarray(dr))
-        done += s
+        prod_done += s
         if log is not None:
-            log("production", done, sweeps)
-    out = {"U": np.concatenate(series, axis=1), "acceptance": np.sum(accs, axis=0) / sweeps,
-           "delta": np.asarray(delta), "drift": drift, "x": np.asarray(x)}
+            log("production", prod_done, sweeps)
+        if after_chunk is not None:
+            after_chunk(state)
+    out = {"U": np.concatenate(series, axis=1), "acceptance": acc_sum / sweeps,
+           "delta": np.asarray(delta), "drift": drift, "x": np.asarray(x), "state": state()}
     if keep_every:
         out["snapshots"] = np.stack(snaps, axis=1)
         out["snapshot_U"] = np.stack(snap_u, axis=1)

@@ -14,6 +14,9 @@
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -25,6 +28,7 @@ from freeenergy.estimators import bennett_acceptance_ratio
 from freeenergy.train.evaluate import format_eval
 
 jax.config.update("jax_enable_x64", True)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _gaussian_case(a=1.3, s=0.6):
@@ -93,6 +97,41 @@ def test_kept_configurations_and_their_energies():
                                   keep_every=4)
 
 
+class _Stop(Exception):
+    pass
+
+
+def test_chains_resumed_from_any_chunk_give_the_uninterrupted_run():
+    """run_chains(resume=state) goes on from a state saved after any chunk (equilibration or
+    production) to exactly the uninterrupted run: the same kept configurations, energies,
+    acceptances and widths."""
+    n, chains, thin = 5, 3, 2
+    geom = ocp_metropolis.make_geometry(n, 1.1)
+    keys = jax.random.split(jax.random.PRNGKey(7), chains)
+    args = (geom, n, np.full(chains, 3.0), 6 * thin, 8, None)
+    whole = ocp_metropolis.run_chains(*args, chunk=3, keep_every=thin, chain_keys=keys)
+    for stop_at in (1, 3, 5):          # 3 equilibration chunks (8 sweeps by 3), then production
+        seen = []
+
+        def stop(state, stop_at=stop_at):
+            seen.append(state())
+            if len(seen) == stop_at:
+                raise _Stop
+
+        with pytest.raises(_Stop):
+            ocp_metropolis.run_chains(*args, chunk=3, keep_every=thin, chain_keys=keys,
+                                      after_chunk=stop)
+        saved = {k: np.array(v) for k, v in seen[-1].items()}
+        assert int(saved["equil_done"]) == min(8, 3 * stop_at)
+        again = ocp_metropolis.run_chains(*args, chunk=3, keep_every=thin, chain_keys=keys,
+                                          resume=saved)
+        for key in ("U", "acceptance", "delta", "x", "snapshots", "snapshot_U"):
+            np.testing.assert_array_equal(again[key], whole[key], err_msg=key)
+        assert again["drift"] == whole["drift"]
+    with pytest.raises(ValueError, match="chain_keys"):
+        ocp_metropolis.run_chains(*args, keep_every=thin, resume=saved)
+
+
 def _exact_two_charge_f(gamma, rs=1.0, m=32):
     """F_ex/(N k_B T) of two charges in 3D by the midpoint rule over the separation."""
     geom = ocp_metropolis.make_geometry(2, rs)
@@ -113,8 +152,9 @@ def test_two_sided_estimate_of_two_charges_against_quadrature(tmp_path, capsys):
     out = str(tmp_path / "two")
     assert main(["train", *TWO, "--steps", "4", "--out", out]) == 0
     capsys.readouterr()
-    assert main(["eval", out, "--steps", "2", "--bar-samples", "1024", "--bar-chains", "8",
-                 "--bar-thin", "2", "--bar-equil", "50"]) == 0
+    eval_args = [out, "--steps", "2", "--bar-samples", "1024", "--bar-chains", "8",
+                 "--bar-thin", "2", "--bar-equil", "50"]
+    assert main(["eval", *eval_args]) == 0
     text = capsys.readouterr().out
     assert "two-sided (Bennett; 1024 flow samples, 1024 Metropolis configurations" in text
     assert "equilibration: 50/50 sweeps" in text and "production: 256/256 sweeps" in text
@@ -139,6 +179,53 @@ def test_two_sided_estimate_of_two_charges_against_quadrature(tmp_path, capsys):
     ev["bar"]["overlap"] = 1e-9                        # no overlap: the output says so
     assert "hardly overlap; the two-sided value and its error bar are not reliable" in (
         format_eval(ev))
+    _interrupted_bar_goes_on_to_the_same_numbers(out, eval_args)
+
+
+def _eval_until(args, line_starts, sig):
+    """``freeenergy.py eval *args`` in a subprocess, sent ``sig`` once a line of its output
+    starts with ``line_starts``; returns (exit status, output)."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "freeenergy.py", "eval", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.strip().startswith(line_starts):
+            proc.send_signal(sig)
+            break
+    lines.append(proc.communicate(timeout=300)[0])
+    return proc.returncode, "".join(lines)
+
+
+def _interrupted_bar_goes_on_to_the_same_numbers(out, eval_args):
+    """SIGTERM in the Metropolis chains of the two-sided estimate: exit 75, its progress saved
+    (the measured steps too); SIGKILL in the flow inverses: the saved file is intact; the same
+    command then goes on to exactly the eval.json of the uninterrupted evaluation."""
+    path = os.path.join(out, "eval.json")
+    with open(path) as fh:
+        whole = json.load(fh)
+    os.remove(path)
+    bar_partial = os.path.join(out, "eval.bar.partial.0.npz")
+    assert not os.path.exists(bar_partial)
+    rc, text = _eval_until(eval_args, "production: 128/256", signal.SIGTERM)
+    assert rc == 75, text
+    assert "signal received during the two-sided estimate" in text
+    assert os.path.exists(bar_partial) and not os.path.exists(path)
+    with np.load(bar_partial) as saved:
+        assert 0 < int(saved["chains/production_done"]) < 256
+    rc, text = _eval_until(eval_args, "flow inverse", signal.SIGKILL)
+    assert rc == -signal.SIGKILL, text
+    assert "resuming the two-sided estimate" in text and "2 of 2 steps done" in text
+    assert main(["eval", *eval_args]) == 0
+    assert not os.path.exists(bar_partial)
+    assert not os.path.exists(os.path.join(out, "eval.partial.json"))
+    with open(path) as fh:
+        resumed = json.load(fh)
+    for doc in (whole, resumed):
+        doc.pop("wall_time_s")
+        doc["bar"].pop("wall_time_s")
+    assert resumed == whole
 
 
 @pytest.mark.parametrize("flags, words", [

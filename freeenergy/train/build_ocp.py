@@ -299,22 +299,29 @@ def build_ocp(cfg: Config, lay: devices.Layout):
 
     reverse_chunk = jax.jit(lambda params, s: (jax.vmap(potential)(s), log_prob_of(params, s)))
 
-    def reverse_terms(params, s, log=None):
+    def reverse_terms(params, s, log=None, done=None, after_chunk=None):
         """(U (Ha), ln p) (b,) of configurations s (b, N, dim), ln p through the flow's inverse,
-        ``chunks_of(b, BAR_CHUNK)`` at a time (``log(stage, done, b)`` after each)."""
+        ``chunks_of(b, BAR_CHUNK)`` at a time (``log(stage, done, b)`` after each). ``done`` =
+        (U, ln p) of the first configurations, from an interrupted call; ``after_chunk(state)``
+        as in ``ocp_metropolis.run_chains`` (``state()`` gives the (U, ln p) done so far)."""
         b = s.shape[0]
         c = chunks_of(b, BAR_CHUNK)
-        us, logps = [], []
-        for start in range(0, b, c):
+        us, logps = ([], []) if done is None else ([np.asarray(done[0])], [np.asarray(done[1])])
+        first = sum(u.size for u in us)
+        if first % c or first > b:
+            raise ValueError(f"{first} saved configurations are not whole chunks of {c} out of {b}")
+        for start in range(first, b, c):
             u, logp = jax.device_get(reverse_chunk(params, s[start:start + c]))
             us.append(np.asarray(u))
             logps.append(np.asarray(logp))
             if log is not None:
                 log("flow inverse (ln p of the configurations)", start + c, b)
+            if after_chunk is not None:
+                after_chunk(lambda: (np.concatenate(us), np.concatenate(logps)))
         return np.concatenate(us), np.concatenate(logps)
 
     def bar_eval(params, key, samples: int, chains: int, thin: int, equil: int,
-                 log=None) -> dict | None:
+                 log=None, progress=None) -> dict | None:
         """The two-sided (Bennett) estimate of the configurational free energy (3D).
 
         ``chains`` Metropolis chains of exp(-U/k_B T) (``freeenergy.ocp_metropolis``), ``equil``
@@ -328,7 +335,13 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         the chains' diagnostics. The chains and the flow samples are shared out over the MPI
         ranks (``chains`` must be a multiple of their number); every chain and every flow sample
         has a key of its own, so the numbers do not depend on the number of ranks.
-        ``log(stage, done, total)`` is called after every chunk of sweeps and of flow inverses."""
+        ``log(stage, done, total)`` is called after every chunk of sweeps and of flow inverses.
+        ``progress`` (optional) makes it resumable: ``progress.load()`` gives this rank's saved
+        progress (a dict of arrays) or None, and ``progress.keep(state)`` is called on every rank
+        after every chunk of sweeps and of flow inverses with a function that returns the
+        progress to save (it may save it, or raise to stop); started again with that progress,
+        the estimate goes on to exactly the numbers of an uninterrupted one. The flow's forward
+        samples (one vectorized pass) are drawn again."""
         ranks, rank = lay.n_ranks, lay.rank
         if chains % ranks:
             raise ValueError(f"{chains} chains cannot be shared out over {ranks} ranks")
@@ -341,11 +354,30 @@ def build_ocp(cfg: Config, lay: devices.Layout):
                              f"({length} bohr)")
         beta = coupling / temperature
         local = chains // ranks
+        saved = progress.load() if progress is not None else None
+        saved_chains = saved_reverse = None
+        if saved is not None:
+            saved_chains = {k[len("chains/"):]: v for k, v in saved.items()
+                            if k.startswith("chains/")}
+            if "reverse_u" in saved:
+                saved_reverse = (saved["reverse_u"], saved["reverse_logp"])
+
+        def with_chains(chain_state, reverse=None):
+            out = {f"chains/{k}": v for k, v in chain_state.items()}
+            if reverse is not None:
+                out.update(reverse_u=reverse[0], reverse_logp=reverse[1])
+            return out
+
+        keep_chains = (None if progress is None else
+                       lambda state: progress.keep(lambda: with_chains(state())))
         run = ocp_metropolis.run_chains(geom, n, np.full(local, beta), per_chain * thin, equil,
                                         None, chunk=max(thin, 10), log=log, keep_every=thin,
-                                        chain_keys=jax.random.split(k_mc, chains)[mine])
+                                        chain_keys=jax.random.split(k_mc, chains)[mine],
+                                        resume=saved_chains, after_chunk=keep_chains)
         s_rev = jnp.asarray(run["snapshots"].reshape(local * per_chain, n, dim))
-        u_rev, logp_rev = reverse_terms(params, s_rev, log)
+        keep_reverse = (None if progress is None else
+                        lambda state: progress.keep(lambda: with_chains(run["state"], state())))
+        u_rev, logp_rev = reverse_terms(params, s_rev, log, saved_reverse, keep_reverse)
         rows = slice(mine.start * per_chain, mine.stop * per_chain)
         flow_keys = jax.random.split(k_flow, chains * per_chain)[rows]
         _, u_fwd, logp_fwd = jax.device_get(draw_keys_jit(params, flow_keys))

@@ -20,8 +20,11 @@ OCP evaluations (exact, independent samples: step t depends only on the paramete
 key) are resumable: after every measured step rank 0 writes RUN_DIR/eval.partial.json (atomically:
 the steps done, and the annealing schedule), and an evaluation started again with the same
 checkpoint, steps, batch, seed, shard count, annealing options and code version goes on from
-there, to the same numbers as an uninterrupted one; eval.json replaces it at the end. Evaluations
-of electrons (Markov chains whose walkers would have to be saved too) start over.
+there, to the same numbers as an uninterrupted one; eval.json replaces it at the end. The
+two-sided estimate of a 3D OCP run (``--bar-samples``), after the measured steps, saves each
+rank's Metropolis chains and flow inverses in RUN_DIR/eval.bar.partial.<rank>.npz
+(``_BarProgress``) and goes on from them in the same way. Evaluations of electrons (Markov chains
+whose walkers would have to be saved too) start over.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import json
 import os
 import sys
 import time
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -51,6 +55,8 @@ HYDROGEN_PARTS = ("F_electrons", "E_electrons", "S_electrons", "K_electrons", "F
                   "S_protons", "V_pp")
 EVAL_SEED_SALT = 0x6576616C  # "eval": the evaluation's random stream differs from training's
 PARTIAL = "eval.partial.json"  # an OCP evaluation's progress (module docstring)
+BAR_PARTIAL = "eval.bar.partial.{rank}.npz"  # each rank's progress of the two-sided estimate
+BAR_SAVE_EVERY_S = 60.0   # its progress is saved at most this often (and when a signal stops it)
 BAR_MIN_OVERLAP = 1e-3   # below it, ``format_eval`` warns that the two-sided value is unreliable
 
 
@@ -76,6 +82,64 @@ def _write_partial(path: str, fingerprint: dict, records: list, anneal_info, wal
         json.dump({"fingerprint": fingerprint, "records": records, "anneal": anneal_info,
                    "wall_time_s": wall_s}, fh, allow_nan=True)
     os.replace(path + ".tmp", path)
+
+
+class _Interrupted(Exception):
+    """A signal stopped the two-sided estimate (its progress is saved)."""
+
+
+class _BarProgress:
+    """The two-sided estimate's progress, one file per rank (``BAR_PARTIAL``, an npz written
+    atomically): ``build_ocp``'s ``bar_eval(progress=...)`` protocol.
+
+    ``keep`` is collective (every rank calls it after the same chunk): all ranks save together,
+    every ``BAR_SAVE_EVERY_S`` by rank 0's clock or when a signal reached any rank, which then
+    stops all of them (``_Interrupted``). ``load`` takes a saved progress only if it belongs to
+    this evaluation (fingerprint) and every rank's is at the same point; else all start over."""
+
+    def __init__(self, run_dir: str, fingerprint: dict, lay, signals, out,
+                 every_s: float = BAR_SAVE_EVERY_S):
+        self.run_dir, self.lay, self.signals, self.out = run_dir, lay, signals, out
+        self.path = os.path.join(run_dir, BAR_PARTIAL.format(rank=lay.rank))
+        self.fingerprint = json.dumps(fingerprint, sort_keys=True)
+        self.every_s, self.last = every_s, time.time()
+
+    def load(self) -> dict | None:
+        mine = None
+        if os.path.isfile(self.path):
+            try:
+                with np.load(self.path) as data:
+                    if str(data["fingerprint"]) == self.fingerprint:
+                        mine = {k: data[k] for k in data.files if k != "fingerprint"}
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+                mine = None
+        where = None if mine is None else (int(mine["chains/chunk_index"]),
+                                           int(mine.get("reverse_u", np.zeros(0)).size))
+        if devices.any_rank(where != devices.bcast(where)):
+            mine = None
+            if self.lay.is_root:
+                print("the two-sided estimate's saved progress differs between ranks (or "
+                      "belongs to another evaluation): starting it over", file=self.out,
+                      flush=True)
+        elif mine is not None and self.lay.is_root:
+            print(f"resuming the two-sided estimate from {self.path} (chunk {where[0]} of the "
+                  f"chains, {where[1]} flow inverses per rank done)", file=self.out, flush=True)
+        return mine
+
+    def keep(self, state) -> None:
+        stop = devices.any_rank(self.signals is not None and self.signals.received is not None)
+        due = devices.any_rank(self.lay.is_root and time.time() - self.last >= self.every_s)
+        if stop or due:
+            tmp = self.path + ".tmp.npz"
+            np.savez(tmp, fingerprint=np.asarray(self.fingerprint), **state())
+            os.replace(tmp, self.path)
+            self.last = time.time()
+        if stop:
+            raise _Interrupted
+
+    def clear(self) -> None:
+        if os.path.exists(self.path):
+            os.remove(self.path)
 
 
 def _series_stats(values, batch: int) -> dict:
@@ -400,8 +464,18 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
                 print(f"  {stage}: {done}/{total} {what} ({time.time() - t_bar:.0f} s)",
                       file=out, flush=True)
 
-        bar_result = built.bar_eval(params, jax.random.fold_in(key, -2 & 0x7FFFFFFF), *bar,
-                                    log=progress if lay.is_root else None)
+        bar_progress = _BarProgress(run_dir, {**fingerprint, "bar": list(bar),
+                                              "ranks": lay.n_ranks}, lay, signals, out)
+        try:
+            bar_result = built.bar_eval(params, jax.random.fold_in(key, -2 & 0x7FFFFFFF), *bar,
+                                        log=progress if lay.is_root else None,
+                                        progress=bar_progress)
+        except _Interrupted:
+            print(f"signal received during the two-sided estimate: its progress is kept in "
+                  f"{os.path.join(run_dir, BAR_PARTIAL.format(rank='*'))} and the measured "
+                  f"steps in {partial_path}; the same command goes on from there "
+                  f"(`freeenergy.py eval {run_dir}`)", file=out, flush=True)
+            return EXIT_INTERRUPTED
         if bar_result is not None:          # rank 0
             bar_result["wall_time_s"] = time.time() - t_bar
     if lay.is_root:
@@ -425,6 +499,8 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
         print(format_eval(result), file=out, flush=True)
         print(f"wrote {path}", file=out, flush=True)
     devices.barrier()
+    if bar is not None:
+        bar_progress.clear()        # every rank its own, once eval.json is written
     return 0
 
 
