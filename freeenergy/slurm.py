@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 
-from freeenergy import config as config_mod
+from freeenergy import config as config_mod, fileio
 from freeenergy.config import Config, ConfigError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # holds the freeenergy package
@@ -247,10 +247,8 @@ def write_grid(grid_dir: str, points) -> None:
     rows = ["task\tname\trs\ttheta\tT_Ha\tT_K\tconfig\trun_dir"]
     for i, (name, cfg, t_ha) in enumerate(points):
         path = os.path.join(grid_dir, f"task_{i:04d}.yaml")
-        with open(path + ".tmp", "w") as fh:
-            fh.write(f"# grid point {i}: {name} (written by `freeenergy slurm array`)\n")
-            yaml.safe_dump(cfg.to_dict(), fh, sort_keys=False)
-        os.replace(path + ".tmp", path)
+        fileio.write_text(path, f"# grid point {i}: {name} (written by `freeenergy slurm array`)\n"
+                          + yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         t_k = cfg.temperature_K if cfg.temperature_K is not None else t_ha * HARTREE_IN_KELVIN
         rows.append(f"{i}\t{name}\t{cfg.rs!r}\t{cfg.theta!r}\t{t_ha:.10g}\t{t_k:.10g}"
                     f"\t{path}\t{cfg.out}")

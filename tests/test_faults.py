@@ -365,3 +365,32 @@ def test_full_disk_stops_with_the_preemption_status(tmp_path):
     finally:
         if mounted:
             subprocess.run(["umount", mnt], check=False)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    """Every file a run writes goes through ``fileio.write_atomic``: a failure halfway through
+    (here an exception after part of the content is written) leaves the old file as it was and
+    no temporary file; a write that completes replaces it whole (text, JSON and binary)."""
+    from freeenergy import fileio
+    path = str(tmp_path / "eval.json")
+    fileio.write_json(path, {"F": -1.5}, indent=2)
+    with open(path) as fh:
+        assert json.load(fh) == {"F": -1.5}
+
+    def half(fh):
+        fh.write('{"F": -2.')
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        fileio.write_atomic(path, half)
+    with open(path) as fh:
+        assert json.load(fh) == {"F": -1.5}
+    assert sorted(os.listdir(tmp_path)) == ["eval.json"]
+    nested = str(tmp_path / "tables" / "eos.md")
+    fileio.write_text(nested, "| a |\n")
+    with open(nested) as fh:
+        assert fh.read() == "| a |\n"
+    blob = str(tmp_path / "state.npz")
+    fileio.write_atomic(blob, lambda fh: np.savez(fh, x=np.arange(3)), binary=True)
+    with np.load(blob) as data:
+        np.testing.assert_array_equal(data["x"], np.arange(3))

@@ -38,7 +38,7 @@ import math
 import os
 from typing import Callable, Optional
 
-from freeenergy import version
+from freeenergy import fileio, version
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, mass_density_g_cm3
 from freeenergy.train.summary import particle_name
 from freeenergy.results.runs import Run
@@ -377,20 +377,12 @@ def output_prefix(out: str) -> str:
     return root if ext in (".csv", ".json", ".md") else out
 
 
-def write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` atomically (through PATH.tmp), creating its directory."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(path + ".tmp", path)
-
-
 def write_tables(out: str, markdown: str, csv_text: str, json_text: str) -> list[str]:
     """Writes PREFIX.csv, PREFIX.json and PREFIX.md (PREFIX = ``output_prefix(out)``); returns
     the paths."""
     prefix = output_prefix(out)
     paths = []
     for ext, text in (("csv", csv_text), ("json", json_text), ("md", markdown)):
-        write_text(f"{prefix}.{ext}", text)
+        fileio.write_text(f"{prefix}.{ext}", text)
         paths.append(f"{prefix}.{ext}")
     return paths

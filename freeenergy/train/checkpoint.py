@@ -2,8 +2,8 @@
 
 A checkpoint is one ``.npz`` file holding the flattened leaves of the state pytree, written to a
 temporary file in the same directory, flushed and fsync'ed, then renamed over its final name
-(``os.replace`` is atomic on POSIX), so a run killed at any moment leaves either the old or the
-new checkpoint, never a half-written one. The random stream needs no saving: the key of step t is
+(``fileio.write_atomic``), so a run killed at any moment leaves either the old or the new
+checkpoint, never a half-written one. The random stream needs no saving: the key of step t is
 ``fold_in(key(seed), t)``. Restoring fills a freshly built state of the same structure, so a
 checkpoint from a different model layout is refused with a clear error.
 
@@ -22,6 +22,8 @@ from typing import Optional
 import jax
 import numpy as np
 
+from freeenergy import fileio
+
 PATTERN = "ckpt_{step:08d}.npz"
 
 
@@ -31,19 +33,11 @@ def save(directory: str, state, step: int, keep: int = 2, meta: Optional[dict] =
     os.makedirs(directory, exist_ok=True)
     leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(state)]
     path = os.path.join(directory, PATTERN.format(step=step))
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, step=np.asarray(step), n_leaves=np.asarray(len(leaves)),
-                     **{f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()},
-                     **{f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)})
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # e.g. ENOSPC: no partial file stays behind; older checkpoints kept
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    # on an error (e.g. ENOSPC) no partial file stays behind and older checkpoints are kept
+    fileio.write_atomic(path, lambda fh: np.savez(
+        fh, step=np.asarray(step), n_leaves=np.asarray(len(leaves)),
+        **{f"meta_{k}": np.asarray(v) for k, v in (meta or {}).items()},
+        **{f"leaf_{i:05d}": leaf for i, leaf in enumerate(leaves)}), binary=True)
     dir_fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import os
 import signal
 import sys
@@ -22,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freeenergy import devices, version
+from freeenergy import devices, fileio, version
 from freeenergy.config import Config, ConfigError, validate
 from freeenergy.hamiltonian import make_local_energy
 from freeenergy.models.van import default_hidden, make_van
@@ -251,17 +250,7 @@ def _create_run_dir(run_dir: str, lock: rundir.RunLock) -> None:
 
 
 def _write_config(run_dir: str, resolved: dict) -> None:
-    path = os.path.join(run_dir, "config.json")
-    try:
-        with open(path + ".tmp", "w") as fh:
-            json.dump(resolved, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(path + ".tmp", path)
-    except OSError:
-        if os.path.exists(path + ".tmp"):
-            os.remove(path + ".tmp")
-        raise
+    fileio.write_json(os.path.join(run_dir, "config.json"), resolved, indent=2, sort_keys=True)
 
 
 def _save_checkpoint(built: Built, ckpt_dir: str, state, step: int, log, meta: dict):

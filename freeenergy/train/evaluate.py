@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from freeenergy import annealing, devices, version
+from freeenergy import annealing, devices, fileio, version
 from freeenergy.config import SEED_MAX, Config, ConfigError, validate
 from freeenergy.estimators import blocking, jackknife_error
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA, KB_HA_PER_K
@@ -78,10 +78,8 @@ def _read_partial(path: str, fingerprint: dict, out) -> dict | None:
 
 
 def _write_partial(path: str, fingerprint: dict, records: list, anneal_info, wall_s: float):
-    with open(path + ".tmp", "w", encoding="utf-8") as fh:
-        json.dump({"fingerprint": fingerprint, "records": records, "anneal": anneal_info,
-                   "wall_time_s": wall_s}, fh, allow_nan=True)
-    os.replace(path + ".tmp", path)
+    fileio.write_json(path, {"fingerprint": fingerprint, "records": records,
+                             "anneal": anneal_info, "wall_time_s": wall_s}, allow_nan=True)
 
 
 class _Interrupted(Exception):
@@ -130,9 +128,8 @@ class _BarProgress:
         stop = devices.any_rank(self.signals is not None and self.signals.received is not None)
         due = devices.any_rank(self.lay.is_root and time.time() - self.last >= self.every_s)
         if stop or due:
-            tmp = self.path + ".tmp.npz"
-            np.savez(tmp, fingerprint=np.asarray(self.fingerprint), **state())
-            os.replace(tmp, self.path)
+            fileio.write_atomic(self.path, lambda fh: np.savez(
+                fh, fingerprint=np.asarray(self.fingerprint), **state()), binary=True)
             self.last = time.time()
         if stop:
             raise _Interrupted
@@ -491,9 +488,7 @@ def evaluate_state(built, state, ckpt_step: int, steps: int, burn_in: int, seed:
                                    f_ais_ex="k_B T per proton", U_ais_ex=result["units"]["F"],
                                    u_ais_ex="k_B T per proton")
         path = os.path.join(run_dir, "eval.json")
-        with open(path + ".tmp", "w") as fh:
-            json.dump(result, fh, indent=2, allow_nan=False)
-        os.replace(path + ".tmp", path)
+        fileio.write_json(path, result, indent=2, allow_nan=False)
         if os.path.exists(partial_path):
             os.remove(partial_path)
         print(format_eval(result), file=out, flush=True)

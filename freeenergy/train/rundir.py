@@ -27,6 +27,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from freeenergy import fileio
 from freeenergy.config import RESUME_MAY_CHANGE, Config, ConfigError, from_dict, validate
 from freeenergy.train import checkpoint
 
@@ -213,11 +214,5 @@ def repair_log(path: str, header: str, last_step: int) -> tuple[list[str], int]:
             elif previous < step <= last_step:
                 kept.append(line)
                 previous = step
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(header + "\n")
-        fh.writelines(kept)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    fileio.write_atomic(path, lambda fh: fh.writelines([header + "\n"] + kept))
     return kept, dropped

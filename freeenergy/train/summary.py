@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from freeenergy import fileio
 from freeenergy.estimators import blocking
 
 from freeenergy.physics.units import HA_PER_BOHR3_IN_GPA
@@ -115,10 +116,8 @@ def particle_name(system: str) -> str:
 
 def write_summary(run_dir: str) -> dict:
     result = compute_summary(run_dir)
-    path = os.path.join(run_dir, "summary.json")
-    with open(path + ".tmp", "w") as fh:
-        json.dump(finite_or_none(result), fh, indent=2, allow_nan=False)
-    os.replace(path + ".tmp", path)
+    fileio.write_json(os.path.join(run_dir, "summary.json"), finite_or_none(result), indent=2,
+                      allow_nan=False)
     return result
 
 
