@@ -29,7 +29,7 @@ pairs of opposite spin get their own MLP ("ee_anti"); same-spin pairs keep "ee".
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import haiku as hk
 import jax
@@ -166,17 +166,36 @@ class PairBackflow(hk.Module):
         d = x[:, None, :] - x[None, :, :]
         offdiag = 1.0 - jnp.eye(n, dtype=x.dtype)
         mask = lambda t: t * offdiag.reshape((n, n) + (1,) * (t.ndim - 2))
-        shift = mask(eta(d))
-        out = {"z": x + shift.sum(1), "A": mask(eta.jacobian(d)), "H": mask(eta.hessian(d)),
-               "S": mask(eta.laplacian_of_jacobian(d))}
+        value, jac, hess, lap_jac = eta.derivatives(d)
+        out = {"z": x + mask(value).sum(1), "A": mask(jac), "H": mask(hess), "S": mask(lap_jac)}
         if xi is not None:  # one-body blocks of the electron-proton term (all protons)
-            a_fn = jax.jacfwd(xi)
-            h_fn = jax.jacfwd(a_fn)
-            out["z"] = out["z"] + jax.vmap(xi)(x)
-            out["A1"] = jax.vmap(a_fn)(x)
-            out["H1"] = jax.vmap(h_fn)(x)
-            out["S1"] = jnp.einsum("jabcc->jab", jax.vmap(jax.jacfwd(h_fn))(x))
+            value, a1, h1, t1 = jax.vmap(derivatives_to_third(xi))(x)
+            out["z"] = out["z"] + value
+            out["A1"], out["H1"] = a1, h1
+            out["S1"] = jnp.einsum("jabcc->jab", t1)
         return out
+
+
+def derivatives_to_third(f: Callable) -> Callable:
+    """x (dim,) -> (f(x), its Jacobian, Hessian and third-derivative tensors), the last three
+    indexed [a, b], [a, b, c], [a, b, c, e] (output a, inputs b, c, e), from ONE forward-mode
+    tower: each order is the auxiliary output of the next, so the lower orders are not traced
+    and compiled again as towers of their own."""
+    def order0(x):
+        y = f(x)
+        return y, (y,)
+
+    def raise_order(g):
+        def higher(x):
+            d, lower = jax.jacfwd(g, has_aux=True)(x)
+            return d, (d,) + lower
+        return higher
+
+    def all_orders(x):
+        d3, (d2, d1, y) = jax.jacfwd(raise_order(raise_order(order0)), has_aux=True)(x)
+        return y, d1, d2, d3
+
+    return all_orders
 
 
 def _det3(m: jnp.ndarray) -> jnp.ndarray:
@@ -195,29 +214,42 @@ class _PairFunction:
         self.same, self.anti = same, anti
         self.same_spin = None if same_spin is None else jnp.asarray(same_spin)
 
-    def _apply(self, fn_of, d, tail: int):
+    def _apply(self, fn_of, d):
+        """``fn_of(mlp)`` (a function of one displacement (dim,) returning an array or a tuple
+        of arrays) on every pair: leaves (N, N, ...), same- and opposite-spin pairs mixed."""
         n, dim = d.shape[0], d.shape[-1]
         flat = d.reshape(-1, dim)
 
         def run(f):
-            out = jax.vmap(fn_of(f))(flat)
-            return out.reshape((n, n) + out.shape[1:])
+            return jax.tree.map(lambda a: a.reshape((n, n) + a.shape[1:]),
+                                jax.vmap(fn_of(f))(flat))
 
         if self.anti is None:
             return run(self.same)
-        w = self.same_spin.astype(d.dtype).reshape((n, n) + (1,) * tail)
-        return w * run(self.same) + (1.0 - w) * run(self.anti)
+        w = self.same_spin.astype(d.dtype)
+
+        def mix(a, b):
+            wa = w.reshape(w.shape + (1,) * (a.ndim - 2))
+            return wa * a + (1.0 - wa) * b
+
+        return jax.tree.map(mix, run(self.same), run(self.anti))
+
+    def derivatives(self, d):
+        """(eta, d eta_a/d d_b, d^2 eta_a/d d_b d d_c, sum_c d^3 eta_a/d d_b d d_c^2) on (N, N,
+        dim) displacements: (N, N, dim), (N, N, dim, dim), (N, N, dim, dim, dim), (N, N, dim,
+        dim), from one forward-mode tower per MLP (``derivatives_to_third``)."""
+        def orders(f):
+            tower = derivatives_to_third(f)
+
+            def at(v):
+                y, j, h, t = tower(v)
+                return y, j, h, jnp.einsum("abcc->ab", t)
+            return at
+
+        return self._apply(orders, d)
 
     def __call__(self, d):
-        return self._apply(lambda f: f, d, 1)
+        return self._apply(lambda f: f, d)
 
     def jacobian(self, d):
-        return self._apply(jax.jacfwd, d, 2)
-
-    def hessian(self, d):
-        return self._apply(lambda f: jax.jacfwd(jax.jacfwd(f)), d, 3)
-
-    def laplacian_of_jacobian(self, d):
-        """sum_c d^3 eta_a / d d_b d d_c^2, (N, N, dim, dim)."""
-        return self._apply(lambda f: (lambda v: jnp.einsum(
-            "abcc->ab", jax.jacfwd(jax.jacfwd(jax.jacfwd(f)))(v))), d, 2)
+        return self._apply(jax.jacfwd, d)
