@@ -97,7 +97,7 @@ class _BarProgress:
 
     def __init__(self, run_dir: str, fingerprint: dict, lay, signals, out,
                  every_s: float = BAR_SAVE_EVERY_S):
-        self.run_dir, self.lay, self.signals, self.out = run_dir, lay, signals, out
+        self.lay, self.signals, self.out = lay, signals, out
         self.path = os.path.join(run_dir, BAR_PARTIAL.format(rank=lay.rank))
         self.fingerprint = json.dumps(fingerprint, sort_keys=True)
         self.every_s, self.last = every_s, time.time()
@@ -125,9 +125,13 @@ class _BarProgress:
         return mine
 
     def keep(self, state) -> None:
-        stop = devices.any_rank(self.signals is not None and self.signals.received is not None)
-        due = devices.any_rank(self.lay.is_root and time.time() - self.last >= self.every_s)
-        if stop or due:
+        # one allreduce: 2 if a signal reached any rank (save and stop), else 1 if rank 0's
+        # clock says a save is due, else 0
+        stop_here = self.signals is not None and self.signals.received is not None
+        due_here = self.lay.is_root and time.time() - self.last >= self.every_s
+        verdict = devices.max_over_ranks(2 if stop_here else int(due_here))
+        stop = verdict == 2
+        if verdict:
             fileio.write_atomic(self.path, lambda fh: np.savez(
                 fh, fingerprint=np.asarray(self.fingerprint), **state()), binary=True)
             self.last = time.time()
