@@ -19,6 +19,7 @@ import pytest
 from mpi_launch import LAUNCH_TIMEOUT, ROOT, env as _env, log_rows as _log_rows, mpi as _mpi
 
 
+# hydrogen's launches compile much and run little: XLA's CPU backend at -O0 (mpi_launch.env)
 HYDROGEN = ["--system", "hydrogen", "--n", "2", "--rs", "1.5", "--temperature-K", "20000",
             "--batch", "16", "--twists", "2", "--mc-steps", "3", "--mc-thermalize", "5", "--proton-flow-layers", "3",
             "--proton-flow-hidden", "8", "--van-hidden", "8", "--backflow-hidden", "8",
@@ -35,7 +36,7 @@ def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_is_evaluated_on_one(
     their twists."""
     whole, split = str(tmp_path / "whole"), str(tmp_path / "split")
     proc = _mpi(2, ["freeenergy.py", "train", *HYDROGEN, "--steps", "4",
-                    "--checkpoint-every", "2", "--out", whole])
+                    "--checkpoint-every", "2", "--out", whole], opt_level=0)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the run directory as a 2-step run leaves it (last checkpoint and log row: step 2): saves
     # compiling and running a second 2-rank launch
@@ -47,7 +48,7 @@ def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_is_evaluated_on_one(
     with open(log, "w") as fh:
         fh.writelines(lines[:3])
     assert _log_rows(split).shape[0] == 2
-    proc = _mpi(2, ["freeenergy.py", "train", "--resume", split, "--steps", "4"])
+    proc = _mpi(2, ["freeenergy.py", "train", "--resume", split, "--steps", "4"], opt_level=0)
     assert proc.returncode == 0, proc.stderr[-3000:]
     np.testing.assert_array_equal(_log_rows(split), _log_rows(whole))
     with np.load(os.path.join(whole, "checkpoints", "ckpt_00000004.npz")) as data:
@@ -58,7 +59,7 @@ def test_hydrogen_on_two_ranks_checkpoints_every_walker_and_is_evaluated_on_one(
     shared = [np.all(w.reshape(2, 8, 2, 3) == w.reshape(2, 8, 2, 3)[:, :1]) for w in walkers]
     assert sorted(shared) == [False, True]   # each group's 8 twists hold one S, their own x
     single = subprocess.run([sys.executable, "freeenergy.py", "eval", whole, "--steps", "2"],
-                            cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            cwd=ROOT, env=_env(opt_level=0), capture_output=True, text=True,
                             timeout=LAUNCH_TIMEOUT)
     assert single.returncode == 0, single.stderr[-3000:]
     with open(os.path.join(whole, "eval.json")) as fh:   # the frozen-parameter bound, twisted
@@ -74,7 +75,7 @@ def test_hydrogen_distributed_cg_sr_gives_the_single_shard_update(mpi_available)
     twist) rows per shard): no shard holds another's score rows of the proton flow, the VAN or
     the √flow, yet the gradients equal the gathered estimator's and the SR updates of all three
     groups equal the one-device update to round-off, the same on every rank."""
-    proc = _mpi(2, ["tests/mpi/hydrogen_equivalence.py", "32", "cg"], 2)
+    proc = _mpi(2, ["tests/mpi/hydrogen_equivalence.py", "32", "cg"], 2, opt_level=0)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     assert line, proc.stdout + proc.stderr[-3000:]
