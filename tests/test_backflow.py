@@ -109,3 +109,23 @@ def test_fold_check_locates_a_fold_in_the_electron_proton_term():
     no_p = hk.without_apply_rng(hk.transform(
         lambda x: PairBackflow(dim, L, (16, 16))(x, with_sign=True)))
     assert float(no_p.apply(no_p.init(jax.random.PRNGKey(0), xs[0]), xs[0])[3]) == 1.0
+
+
+def test_one_forward_tower_gives_every_derivative_order():
+    """``derivatives_to_third`` (the analytic Laplacian's source of the pair and e-p derivatives)
+    returns the value, Jacobian, Hessian and third derivatives of a non-polynomial map R^3 -> R^3
+    in the right order and layout: each against its own nested ``jax.jacfwd``."""
+    from freeenergy.models.backflow import derivatives_to_third
+
+    def f(v):
+        return jnp.stack([jnp.sin(v[0] * v[1]) + v[2] ** 3, jnp.exp(0.3 * v[1]) * v[2],
+                          jnp.tanh(v[0] - 2.0 * v[2]) * v[1] ** 2])
+
+    v = jnp.array([0.3, -0.7, 1.1])
+    y, d1, d2, d3 = derivatives_to_third(f)(v)
+    np.testing.assert_allclose(y, f(v), rtol=1e-14)
+    np.testing.assert_allclose(d1, jax.jacfwd(f)(v), rtol=1e-13)
+    np.testing.assert_allclose(d2, jax.jacfwd(jax.jacfwd(f))(v), rtol=1e-13)
+    np.testing.assert_allclose(d3, jax.jacfwd(jax.jacfwd(jax.jacfwd(f)))(v), rtol=1e-12,
+                               atol=1e-14)
+    assert d3.shape == (3, 3, 3, 3) and abs(float(d3[2, 0, 1, 2])) > 1e-3   # mixed, non-trivial
