@@ -27,7 +27,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=256, help="samples per step")
     ap.add_argument("--layers", type=int, default=24, help="flow layers")
     ap.add_argument("--hidden", type=int, default=32, help="pair-network width")
-    ap.add_argument("--lr", type=float, default=3e-3, help="Adam step, decayed as lr/(1+t/200)")
+    ap.add_argument("--lr", type=float, default=3e-3,
+                    help="Adam step, decayed as lr/(1 + t/D), D = --lr-decay-steps")
+    ap.add_argument("--lr-decay-steps", type=float, default=200.0,
+                    help="D of the decay (as train's --lr-decay-steps)")
     ap.add_argument("--splines", action="store_true", help="add spline couplings")
     ap.add_argument("--symmetric", action="store_true",
                     help="pair shifts with the symmetric bound (not expanding)")
@@ -44,8 +47,8 @@ def main(argv=None) -> int:
         ap.error("--n, --steps, --batch, --layers, --hidden, --eval-batches must be >= 1")
     if min(args.harmonics, args.features) < 0:
         ap.error("--harmonics and --features must be >= 0")
-    if not (args.gamma > 0 and args.lr > 0):
-        ap.error("--gamma and --lr must be > 0")
+    if not (args.gamma > 0 and args.lr > 0 and args.lr_decay_steps > 0):
+        ap.error("--gamma, --lr and --lr-decay-steps must be > 0")
 
     import jax
     import jax.numpy as jnp
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
         u, logp = draw(p, key)
         return jnp.mean(u + kt * logp)
 
-    opt = optax.adam(lambda c: args.lr / (1.0 + c / 200.0))
+    opt = optax.adam(lambda c: args.lr / (1.0 + c / args.lr_decay_steps))
     state = opt.init(params)
 
     @jax.jit
