@@ -3,17 +3,13 @@ the README's account of what limits hydrogen's bound): a few L-BFGS iterations a
 density lower the energy of the uniform electron towards, and not below, the exact plane-wave
 ground state; bad input exits 2."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis",
-                     "ep_map_quadrature.py")
-_SPEC = importlib.util.spec_from_file_location("ep_map_quadrature", _PATH)
-quadrature = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(quadrature)
+from analysis_script import load
+
+quadrature = load("ep_map_quadrature")
 
 
 def test_few_iterations_approach_the_exact_ground_state_from_above(tmp_path):

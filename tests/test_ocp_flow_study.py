@@ -3,17 +3,13 @@ prints the bound and the reweighted f_ex; with charges this weak (Gamma = 0.05) 
 bound is the exact excess free energy of the uniform density, E[U]/(N k_B T), small and finite;
 bad input exits 2."""
 
-import importlib.util
-import os
 import re
 
 import pytest
 
-_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "analysis",
-                     "ocp_flow_study.py")
-_SPEC = importlib.util.spec_from_file_location("ocp_flow_study", _PATH)
-study = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(study)
+from analysis_script import load
+
+study = load("ocp_flow_study")
 
 
 def test_short_run_prints_bound_and_reweighted(capsys):
