@@ -41,7 +41,9 @@ def main(argv=None) -> int:
                     help="harmonics m of the separations across the axis (0: the code's default "
                          "for this N, max(2, round(L/(1.6 rs))))")
     ap.add_argument("--eval-batches", type=int, default=8, help="batches per evaluation")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0,
+                    help="seed of the initial parameters only: the samples of step i use "
+                    "key i, so runs with different seeds see the same sample streams")
     args = ap.parse_args(argv)
     if min(args.n, args.steps, args.batch, args.layers, args.hidden, args.eval_batches) < 1:
         ap.error("--n, --steps, --batch, --layers, --hidden, --eval-batches must be >= 1")
