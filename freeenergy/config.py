@@ -31,48 +31,77 @@ class ConfigError(ValueError):
 @dataclasses.dataclass
 class Config:
     # --- physical system ---
-    system: str = "ueg"            # "ueg": uniform electron gas (no protons); "ocp": classical one-component plasma (protons only); "hydrogen": classical protons + quantum electrons
+    # "ueg": uniform electron gas (no protons); "ocp": classical one-component plasma (protons
+    # only); "hydrogen": classical protons + quantum electrons
+    system: str = "ueg"
     dim: Optional[int] = None      # spatial dimension, 2 or 3; None: 3 for hydrogen, else 2
     n: int = 13                    # total number of electrons
     rs: float = 1.0                # Wigner-Seitz radius (bohr)
-    theta: float = 0.15            # k_B T / E_F, E_F of the infinite gas at the same density and polarization (ueg)
+    # k_B T / E_F, E_F of the infinite gas at the same density and polarization (ueg)
+    theta: float = 0.15
     gamma: Optional[float] = None  # ocp: coupling Gamma = e^2/(rs k_B T) (give it or temperature_K)
-    temperature_K: Optional[float] = None  # ocp: temperature (K) (give it or gamma); hydrogen: the temperature (required)
+    # ocp: temperature (K) (give it or gamma); hydrogen: the temperature (required)
+    temperature_K: Optional[float] = None
     paramagnetic: bool = False     # two spin species with n/2 electrons each (else fully polarized)
     coupling: float = 1.0          # lambda multiplying the Coulomb energy (0: ideal gas)
     twist: Optional[list] = None   # twist in units of 2 pi / L, components in [-0.5, 0.5]; None = Gamma point
-    twists: int = 1                # hydrogen: a K x K x K Monkhorst-Pack grid of twists, the same protons for every twist; 1: the single --twist
+    # hydrogen: a K x K x K Monkhorst-Pack grid of twists, the same protons for every twist; 1: the
+    # single --twist
+    twists: int = 1
     cutoff: Optional[float] = None  # single-particle energy cutoff (Ha); None: chosen from n and theta
     cutoff_tail: float = 1e-5      # default cutoff leaves at most this many ideal-gas particles outside
     ewald_accuracy: float = 1e-10  # target accuracy of the Ewald sum (Ha)
     # --- models ---
     backflow: bool = True          # use the √flow backflow (False: bare plane waves)
     backflow_hidden: list = dataclasses.field(default_factory=lambda: [32, 32])
-    ep_backflow: str = "bounded-axes"  # hydrogen: the √flow's electron-proton term, "bounded-axes" or "bounded" (a potential's gradient that never folds the map, with or without per-axis modes) or "free" (a pair MLP summed over protons)
-    van_hidden: Optional[list] = None  # VAN (MADE) hidden widths; None: two layers of min(D-1, max(64, round(4 sqrt D))), D = occupation positions
-    proton_flow_layers: int = 24   # ocp and hydrogen: layers of the proton flow (each moves one Cartesian axis; axes in turn)
+    # hydrogen: the √flow's electron-proton term, "bounded-axes" or "bounded" (a potential's
+    # gradient that never folds the map, with or without per-axis modes) or "free" (a pair MLP
+    # summed over protons)
+    ep_backflow: str = "bounded-axes"
+    # VAN (MADE) hidden widths; None: two layers of min(D-1, max(64, round(4 sqrt D))), D =
+    # occupation positions
+    van_hidden: Optional[list] = None
+    # ocp and hydrogen: layers of the proton flow (each moves one Cartesian axis; axes in turn)
+    proton_flow_layers: int = 24
     proton_flow_hidden: int = 32   # ocp and hydrogen: width of the proton flow's equivariant conditioner
     proton_flow_bins: int = 8      # ocp and hydrogen: bins of each circular rational-quadratic spline
-    proton_flow_chunk: int = 0     # ocp: samples per vectorized chunk of the flow's forward/backward pass (bounds memory); 0: all of a device's samples at once
-    proton_flow_splines: bool = False  # ocp and hydrogen: spline couplings in the proton flow (off: pair-shift layers only, exactly translation-invariant)
-    proton_flow_expanding: bool = True  # ocp and hydrogen: pair shifts bounded only on the compressive side (expansions up to 1 + 0.95 K per layer)
+    # ocp: samples per vectorized chunk of the flow's forward/backward pass (bounds memory); 0: all
+    # of a device's samples at once
+    proton_flow_chunk: int = 0
+    # ocp and hydrogen: spline couplings in the proton flow (off: pair-shift layers only, exactly
+    # translation-invariant)
+    proton_flow_splines: bool = False
+    # ocp and hydrogen: pair shifts bounded only on the compressive side (expansions up to 1 + 0.95
+    # K per layer)
+    proton_flow_expanding: bool = True
     proton_flow_pair_shift: bool = True  # ocp and hydrogen: a pair-shift layer after every spline coupling
-    proton_flow_harmonics: int = 0  # ocp and hydrogen: Fourier harmonics K of each pair shift's potential along its axis (shortest wavelength L/K); 0: from the box, K = max(3, round(L/rs))
-    proton_flow_features: int = 0   # ocp and hydrogen: harmonics m of the separations across the axis a pair shift's weights see; 0: from the box, m = max(2, round(L/(1.6 rs)))
-    proton_gradient: Optional[str] = None  # ocp: "total" or "path" gradient of the bound (build_ocp.make_flow_objective); None: the default for ocp
+    # ocp and hydrogen: Fourier harmonics K of each pair shift's potential along its axis (shortest
+    # wavelength L/K); 0: from the box, K = max(3, round(L/rs))
+    proton_flow_harmonics: int = 0
+    # ocp and hydrogen: harmonics m of the separations across the axis a pair shift's weights see;
+    # 0: from the box, m = max(2, round(L/(1.6 rs)))
+    proton_flow_features: int = 0
+    # ocp: "total" or "path" gradient of the bound (build_ocp.make_flow_objective); None: the
+    # default for ocp
+    proton_gradient: Optional[str] = None
     # --- sampling ---
-    sampling: str = "joint"        # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw": legacy, biased
+    # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw":
+    # legacy, biased
+    sampling: str = "joint"
     mc_steps: int = 50             # all-electron Metropolis moves per training step
     mc_thermalize: int = 200       # Metropolis moves before the first step
-    mc_width: float = 0.0          # initial move width (bohr); 0: 0.3 rs (then adapted to the target acceptance)
+    # initial move width (bohr); 0: 0.3 rs (then adapted to the target acceptance)
+    mc_width: float = 0.0
     mc_target_acceptance: float = 0.5
-    laplacian: str = "analytic"    # "analytic" (pair-structure, fastest), "folx" (forward Laplacian), "loop" (reference)
+    # "analytic" (pair-structure, fastest), "folx" (forward Laplacian), "loop" (reference)
+    laplacian: str = "analytic"
     eloc_chunk: int = 32           # walkers per vectorized chunk of the local-energy evaluation
     # --- optimization ---
     steps: int = 100               # training steps
     batch: int = 256               # walkers (and VAN samples) per step
     optimizer: Optional[str] = None  # "sr" (stochastic reconfiguration) or "adam"; None: sr (ueg), adam (ocp)
-    lr: Optional[float] = None     # learning rate (SR: natural-gradient step; Adam: step size); None: 0.05 (sr), 1e-3 (adam)
+    # learning rate (SR: natural-gradient step; Adam: step size); None: 0.05 (sr), 1e-3 (adam)
+    lr: Optional[float] = None
     lr_van: Optional[float] = None   # learning rate of the VAN group; None: lr
     lr_flow: Optional[float] = None  # learning rate of the flow group; None: lr
     lr_protons: Optional[float] = None  # hydrogen: learning rate of the proton-flow group; None: lr
@@ -81,23 +110,35 @@ class Config:
     sr_max_norm: float = 1e-3      # bound on the Fisher norm of each SR update (trust region)
     sr_max_norm_van: Optional[float] = None   # the bound for the VAN group; None: sr_max_norm
     sr_max_norm_flow: Optional[float] = None  # the bound for the flow group; None: sr_max_norm
-    sr_max_norm_protons: Optional[float] = None  # hydrogen: the bound for the proton-flow group; None: sr_max_norm
-    sr_solver: str = "direct"      # "direct" (every shard gathers all score rows; exact solve) or "cg" (rows stay on their shard; conjugate gradient)
+    # hydrogen: the bound for the proton-flow group; None: sr_max_norm
+    sr_max_norm_protons: Optional[float] = None
+    # "direct" (every shard gathers all score rows; exact solve) or "cg" (rows stay on their shard;
+    # conjugate gradient)
+    sr_solver: str = "direct"
     sr_cg_iters: int = 100         # most CG iterations per SR solve (--sr-solver cg)
     sr_cg_tol: float = 1e-6        # CG stops when |residual| < this * |gradient| (--sr-solver cg)
-    clip_eloc: float = 5.0         # clip E_loc in the GRADIENTS to mean +- this many mean absolute deviations; 0: off (estimates are never clipped)
-    max_folded_fraction: float = 0.05  # stop (exit 1, no checkpoint of the bad state) when more walkers than this have det dz/dx <= 0
-    divergence_sigma: float = 30.0  # a step whose F rises this many sigma above its recent history (or any non-finite step) rewinds to the last checkpoint; 0: off
+    # clip E_loc in the GRADIENTS to mean +- this many mean absolute deviations; 0: off (estimates
+    # are never clipped)
+    clip_eloc: float = 5.0
+    # stop (exit 1, no checkpoint of the bad state) when more walkers than this have det dz/dx <= 0
+    max_folded_fraction: float = 0.05
+    # a step whose F rises this many sigma above its recent history (or any non-finite step) rewinds
+    # to the last checkpoint; 0: off
+    divergence_sigma: float = 30.0
     max_rewinds: int = 3           # rewinds allowed before the run stops with exit 1
     rewind_lr_factor: float = 0.5  # every update is multiplied by this factor once more after each rewind
     # --- run control ---
     seed: int = 42
     out: str = "runs/default"
-    checkpoint_every: int = 50     # steps between checkpoints (also written at the end and on SIGTERM/SIGUSR1)
+    # steps between checkpoints (also written at the end and on SIGTERM/SIGUSR1)
+    checkpoint_every: int = 50
     average_fraction: float = 0.5  # final fraction of the steps used for the summary estimates
     progress_every: int = 1        # steps between progress lines
-    eval_steps: int = 0            # after training, evaluate the frozen parameters for this many steps (eval.json); 0: no evaluation
-    watchdog_factor: float = 20.0  # a step slower than this many times the median step ends the run (exit 75: requeue resumes)
+    # after training, evaluate the frozen parameters for this many steps (eval.json); 0: no
+    # evaluation
+    eval_steps: int = 0
+    # a step slower than this many times the median step ends the run (exit 75: requeue resumes)
+    watchdog_factor: float = 20.0
     watchdog_min_s: float = 300.0  # ... but never before this many seconds (s)
     watchdog_first_s: float = 3600.0  # limit (s) for the first step (compilation) and for set-up
 
@@ -144,9 +185,10 @@ HELP: dict[str, str] = {
     "gamma": "ocp: coupling parameter Gamma = e^2/(rs k_B T), > 0 (give this or --temperature-K)",
     "temperature_K": "temperature in kelvin, > 0: ocp (give this or --gamma) and hydrogen "
                      "(required; Theta = k_B T / E_F is reported)",
-    "proton_flow_layers": "ocp and hydrogen: layers of the proton flow, integer >= 1 (each moves one Cartesian "
-                          "axis of every proton, axes in turn; with --proton-flow-splines a layer "
-                          "is a spline coupling followed by a pair shift). Depth is what the bound "
+    "proton_flow_layers": "ocp and hydrogen: layers of the proton flow, integer >= 1 (each moves "
+                          "one Cartesian axis of every proton, axes in turn; with "
+                          "--proton-flow-splines a layer is a spline coupling followed by a pair "
+                          "shift). Depth is what the bound "
                           "rewards most (3D N=8, Gamma=10, 100 Adam steps: f_ex -7.08 with 12 "
                           "layers, -7.24 with 24, -7.27 with 48; reference -7.37)",
     "proton_flow_hidden": "ocp and hydrogen: width of the proton flow's permutation-equivariant conditioner, "
@@ -184,9 +226,9 @@ HELP: dict[str, str] = {
                             "layer's axis that its pair weights see, integer >= 1; 0 (default): "
                             "from the box, m = max(2, round(L/(1.6 rs))) (2 at N=8, 3 at N=16, "
                             "4 at N=54 in 3D)",
-    "proton_flow_pair_shift": "ocp and hydrogen: pair-shift layers (protons pushed apart along the layer's axis "
-                              "by their neighbours; exact bijection); --no-proton-flow-pair-shift "
-                              "with --proton-flow-splines: spline couplings only",
+    "proton_flow_pair_shift": "ocp and hydrogen: pair-shift layers (protons pushed apart along "
+                              "the layer's axis by their neighbours; exact bijection); "
+                              "--no-proton-flow-pair-shift with --proton-flow-splines: spline couplings only",
     "paramagnetic": "two spin species with n/2 electrons each; --no-paramagnetic: fully "
                     "spin-polarized",
     "coupling": "lambda multiplying the Coulomb energy, >= 0 (0: the ideal gas, exact; 1: the "
@@ -375,7 +417,7 @@ def check_types(cfg: "Config") -> None:
 
 def _positive(cfg, name):
     value = getattr(cfg, name)
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+    if not _is_number(value) or value <= 0:
         raise ConfigError(f"--{name.replace('_', '-')} must be a positive number, got {value!r}")
 
 
@@ -519,7 +561,8 @@ def validate(cfg: Config) -> Config:
         if name == "van_hidden" and widths is None:
             continue
         if not widths or not all(isinstance(w, int) and w > 0 for w in widths):
-            raise ConfigError(f"--{name.replace('_', '-')} must be a non-empty list of positive integers, got {widths!r}")
+            raise ConfigError(f"--{name.replace('_', '-')} must be a non-empty list of positive "
+                              f"integers, got {widths!r}")
     if cfg.sampling not in SAMPLINGS:
         raise ConfigError(f"--sampling must be one of {SAMPLINGS}, got {cfg.sampling!r}")
     _positive_int(cfg, "mc_steps")
