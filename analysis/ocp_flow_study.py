@@ -23,12 +23,24 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     ap.add_argument("--n", type=int, default=8, help="protons")
     ap.add_argument("--gamma", type=float, default=10.0, help="coupling Gamma")
-    ap.add_argument("--steps", type=int, default=300, help="Adam steps")
+    ap.add_argument("--steps", type=int, default=300, help="optimizer steps")
+    ap.add_argument("--optimizer", choices=("adam", "sr"), default="adam",
+                    help="adam (path-wise gradient) or sr: stochastic reconfiguration, the "
+                         "natural gradient with the classical Fisher matrix of p(S) (scores "
+                         "through the flow's inverse), as --system ocp --optimizer sr")
+    ap.add_argument("--sr-gradient", choices=("score", "path"), default="score",
+                    help="sr: the gradient it preconditions, the score-function estimator with "
+                         "the batch-mean baseline (in the span of the score rows) or the "
+                         "path-wise one")
+    ap.add_argument("--sr-damping", type=float, default=1e-3, help="sr: diagonal shift")
+    ap.add_argument("--sr-max-norm", type=float, default=1e-2,
+                    help="sr: bound on the Fisher norm of each update")
     ap.add_argument("--batch", type=int, default=256, help="samples per step")
     ap.add_argument("--layers", type=int, default=24, help="flow layers")
     ap.add_argument("--hidden", type=int, default=32, help="pair-network width")
     ap.add_argument("--lr", type=float, default=3e-3,
-                    help="Adam step, decayed as lr/(1 + t/D), D = --lr-decay-steps")
+                    help="step (Adam step size, SR natural-gradient step), decayed as "
+                         "lr/(1 + t/D), D = --lr-decay-steps")
     ap.add_argument("--lr-decay-steps", type=float, default=200.0,
                     help="D of the decay (as train's --lr-decay-steps)")
     ap.add_argument("--splines", action="store_true", help="add spline couplings")
@@ -80,14 +92,38 @@ def main(argv=None) -> int:
         u, logp = draw(p, key)
         return jnp.mean(u + kt * logp)
 
-    opt = optax.adam(lambda c: args.lr / (1.0 + c / args.lr_decay_steps))
-    state = opt.init(params)
+    if args.optimizer == "adam":
+        opt = optax.adam(lambda c: args.lr / (1.0 + c / args.lr_decay_steps))
+        state = opt.init(params)
 
-    @jax.jit
-    def step(p, st, key):
-        g = jax.grad(loss)(p, key)
-        up, st = opt.update(g, st, p)
-        return optax.apply_updates(p, up), st
+        @jax.jit
+        def step(p, st, key):
+            g = jax.grad(loss)(p, key)
+            up, st = opt.update(g, st, p)
+            return optax.apply_updates(p, up), st
+    else:
+        from jax.flatten_util import ravel_pytree
+        from freeenergy.optim import sr
+        opt = sr(args.lr, args.sr_damping, args.sr_max_norm, args.lr_decay_steps)
+        state = opt.init({"protons": params})
+        score_of = jax.vmap(jax.grad(flow.log_prob), (None, 0))
+
+        @jax.jit
+        def step(p, st, key):
+            keys = jax.random.split(key, args.batch)
+            s, logp = jax.vmap(flow.sample, (None, 0))(p, keys)
+            s = jax.lax.stop_gradient(s)
+            u = jax.vmap(lambda x: ewald.energy_same_charge(x, 1.0))(s)
+            o = jax.vmap(lambda t: ravel_pytree(t)[0])(score_of(p, s))       # (B, P)
+            rows = (o - o.mean(0)) / math.sqrt(args.batch)
+            f = u + kt * logp
+            if args.sr_gradient == "score":
+                g = ((f - f.mean()) / args.batch) @ o
+                g = ravel_pytree(p)[1](g)
+            else:
+                g = jax.grad(loss)(p, key)
+            up, st = opt.update({"protons": g}, st, {"protons": p}, scores={"protons": rows})
+            return optax.apply_updates(p, up["protons"]), st
 
     evaluate = jax.jit(draw)
     print(f"N = {n}, Gamma = {args.gamma:g}: {args.layers} {'spline + ' if args.splines else ''}"

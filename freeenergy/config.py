@@ -19,7 +19,11 @@ SYSTEMS = ("ueg", "ocp", "hydrogen")
 LAPLACIANS = ("analytic", "folx", "loop")
 EP_BACKFLOWS = ("bounded-axes", "bounded", "free")  # hydrogen: kinds of the √flow's electron-proton term
 OPTIMIZERS = ("sr", "adam")
-PROTON_GRADIENTS = ("total", "path")  # ocp: estimators of the flow's gradient (see build_ocp)
+PROTON_GRADIENTS = ("total", "path", "score")  # ocp: estimators of the flow's gradient (build_ocp)
+# ocp with --optimizer sr: the default step and Fisher-norm bound (3D N=8, Gamma=10, batch 256: see
+# the README's proton-flow section)
+OCP_SR_LR = 1.0
+OCP_SR_MAX_NORM = 0.1
 SR_SOLVERS = ("direct", "cg")
 SAMPLINGS = ("joint", "redraw")
 
@@ -81,8 +85,8 @@ class Config:
     # ocp and hydrogen: harmonics m of the separations across the axis a pair shift's weights see;
     # 0: from the box, m = max(2, round(L/(1.6 rs)))
     proton_flow_features: int = 0
-    # ocp: "total" or "path" gradient of the bound (build_ocp.make_flow_objective); None: the
-    # default for ocp
+    # ocp: "total", "path" or "score" gradient of the bound (build_ocp); None: "total" (adam),
+    # "score" (sr)
     proton_gradient: Optional[str] = None
     # --- sampling ---
     # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw":
@@ -99,15 +103,18 @@ class Config:
     # --- optimization ---
     steps: int = 100               # training steps
     batch: int = 256               # walkers (and VAN samples) per step
-    optimizer: Optional[str] = None  # "sr" (stochastic reconfiguration) or "adam"; None: sr (ueg), adam (ocp)
-    # learning rate (SR: natural-gradient step; Adam: step size); None: 0.05 (sr), 1e-3 (adam)
+    # "sr" (stochastic reconfiguration) or "adam"; None: sr (ueg, hydrogen), adam (ocp)
+    optimizer: Optional[str] = None
+    # learning rate (SR: natural-gradient step; Adam: step size); None: 0.05 (sr; ocp: 1.0),
+    # 1e-3 (adam)
     lr: Optional[float] = None
     lr_van: Optional[float] = None   # learning rate of the VAN group; None: lr
     lr_flow: Optional[float] = None  # learning rate of the flow group; None: lr
     lr_protons: Optional[float] = None  # hydrogen: learning rate of the proton-flow group; None: lr
     lr_decay_steps: float = 0.0    # lr / (1 + step / lr_decay_steps); 0: constant
     sr_damping: float = 1e-3       # diagonal shift of the Fisher matrices
-    sr_max_norm: float = 1e-3      # bound on the Fisher norm of each SR update (trust region)
+    # bound on the Fisher norm of each SR update (trust region); None: 1e-3 (ocp: 0.1)
+    sr_max_norm: Optional[float] = None
     sr_max_norm_van: Optional[float] = None   # the bound for the VAN group; None: sr_max_norm
     sr_max_norm_flow: Optional[float] = None  # the bound for the flow group; None: sr_max_norm
     # hydrogen: the bound for the proton-flow group; None: sr_max_norm
@@ -203,12 +210,14 @@ HELP: dict[str, str] = {
                            "layer. Off by default: the pair-shift-only flow is exactly "
                            "translation-invariant, and per step of compute it reached lower "
                            "bounds on the liquid OCP (3D N=8, Gamma=10 and 50)",
-    "proton_gradient": 'ocp: the estimator of the bound\'s gradient. "total" (default): '
-                       "differentiate U(S) + k_B T ln p(S) along each sample S = f(u) of the "
-                       'flow, ln p included; "path": drop the part of that derivative that '
+    "proton_gradient": 'ocp: the estimator of the bound\'s gradient. "total" (default with '
+                       "adam): differentiate U(S) + k_B T ln p(S) along each sample S = f(u) of "
+                       'the flow, ln p included; "path": drop the part of that derivative that '
                        "moves ln p at a fixed S (zero on average), which vanishes sample by "
                        "sample when p is the Boltzmann density (sticking the landing; costs "
-                       "one inverse pass per sample)",
+                       'one inverse pass per sample); "score" (default with sr): the score '
+                       "function, mean[(f - mean f) d ln p(S)/d theta] with f = U + k_B T ln p, "
+                       "in the span of the Fisher matrix's rows (one inverse pass per sample)",
     "proton_flow_expanding": "ocp and hydrogen: pair-shift layers whose Jacobian is bounded only on the "
                              "compressive side (eigenvalues in [0.05, 1 + 0.95 K], K the "
                              "--proton-flow-harmonics, instead of [0.05, 1.95]), so one layer "
@@ -274,7 +283,8 @@ HELP: dict[str, str] = {
     "batch": "walkers (and VAN samples) per step, integer >= 2; over MPI ranks and devices the "
              "global number, divisible by ranks x devices",
     "optimizer": '"sr" (stochastic reconfiguration: natural gradient) or "adam"; unset: sr for '
-                 "ueg, adam for ocp (sr is not implemented for the proton flow)",
+                 "ueg and hydrogen, adam for ocp (ocp with sr: the classical Fisher matrix of "
+                 "the proton flow, its score rows through the flow's inverse)",
     "lr": "learning rate, > 0 (SR: natural-gradient step; Adam: step size); unset: 0.05 for sr, "
           "1e-3 for adam",
     "lr_van": "learning rate of the VAN parameters, > 0; unset: --lr",
@@ -282,7 +292,8 @@ HELP: dict[str, str] = {
     "lr_protons": "hydrogen: learning rate of the proton-flow parameters, > 0; unset: --lr",
     "lr_decay_steps": "learning-rate decay lr / (1 + step / this) (steps), >= 0; 0: constant",
     "sr_damping": "diagonal shift of the SR Fisher matrices, > 0",
-    "sr_max_norm": "trust region: bound on the Fisher norm of each SR update, > 0",
+    "sr_max_norm": "trust region: bound on the Fisher norm of each SR update, > 0; unset: 1e-3 "
+                   f"(ocp: {OCP_SR_MAX_NORM})",
     "sr_max_norm_van": "the --sr-max-norm bound for the VAN parameters, > 0; unset: --sr-max-norm",
     "sr_max_norm_flow": "the --sr-max-norm bound for the flow parameters, > 0; unset: --sr-max-norm",
     "sr_max_norm_protons": "hydrogen: the --sr-max-norm bound for the proton-flow parameters, "
@@ -500,9 +511,7 @@ def _check_system_options(cfg: Config) -> None:
         if cfg.paramagnetic:
             raise ConfigError("--paramagnetic has no meaning for --system ocp (classical protons)")
         _check_proton_flow(cfg)
-        if cfg.proton_gradient is None:
-            cfg.proton_gradient = PROTON_GRADIENTS[0]
-        if cfg.proton_gradient not in PROTON_GRADIENTS:
+        if cfg.proton_gradient is not None and cfg.proton_gradient not in PROTON_GRADIENTS:
             raise ConfigError(f"--proton-gradient must be one of {PROTON_GRADIENTS}, got "
                               f"{cfg.proton_gradient!r}")
     else:
@@ -582,11 +591,12 @@ def validate(cfg: Config) -> Config:
         cfg.optimizer = "adam" if cfg.system == "ocp" else "sr"
     if cfg.optimizer not in OPTIMIZERS:
         raise ConfigError(f"--optimizer must be one of {OPTIMIZERS}, got {cfg.optimizer!r}")
-    if cfg.system == "ocp" and cfg.optimizer != "adam":
-        raise ConfigError("--optimizer sr is not implemented for --system ocp (the proton flow is "
-                          "trained with path-wise gradients and Adam); use --optimizer adam")
+    if cfg.system == "ocp" and cfg.proton_gradient is None:
+        cfg.proton_gradient = "score" if cfg.optimizer == "sr" else "total"
     if cfg.lr is None:
-        cfg.lr = 0.05 if cfg.optimizer == "sr" else 1e-3
+        cfg.lr = 1e-3 if cfg.optimizer == "adam" else OCP_SR_LR if cfg.system == "ocp" else 0.05
+    if cfg.sr_max_norm is None:
+        cfg.sr_max_norm = OCP_SR_MAX_NORM if cfg.system == "ocp" else 1e-3
     _positive(cfg, "lr")
     _non_negative(cfg, "lr_decay_steps")
     for name in ("lr_van", "lr_flow", "sr_max_norm_van", "sr_max_norm_flow", "lr_protons",

@@ -44,7 +44,8 @@ from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import SamplerState
 from freeenergy.system import make_system
-from freeenergy.train.step import TrainState, _shard_key, update_diagnostics
+from freeenergy.train.step import (TrainState, _per_sample_flat, _shard_key, sum_score_rows,
+                                   update_diagnostics)
 
 N_TERMS = 2  # per-sample terms gathered: U (coupling included), ln p
 
@@ -87,6 +88,27 @@ def make_flow_objective(flow, potential, temperature: float, gradient: str = "to
         return u + temperature * (sg(logp) + moved - sg(moved)), (s, u, logp)
 
     return objective
+
+
+def make_score_rows(flow):
+    """rows(params, s) -> (b, P): the score d ln p_theta(S)/d theta of each configuration s[i]
+    (N, d) at fixed S, through the flow's inverse (whose Newton roots carry the exact implicit
+    derivative), flattened in ``ravel_pytree`` order."""
+    grad_log_prob = jax.vmap(jax.grad(flow.log_prob), (None, 0))
+
+    def rows(params, s):
+        return _per_sample_flat(grad_log_prob(params, s), s.shape[0])
+
+    return rows
+
+
+def score_coefficients(u: jnp.ndarray, logp: jnp.ndarray, temperature: float) -> jnp.ndarray:
+    """Weights c (B,) of the score-function gradient g = sum_s c_s d ln p(S_s)/d theta of the
+    bound: c = (f - mean f)/B, f = U + k_B T ln p (Ha), the batch mean the baseline. Unbiased up
+    to O(1/B) because E_p[d ln p/d theta] = 0; with SR it is the gradient the Fisher matrix of the
+    same rows preconditions (it lies in their span)."""
+    f = u + temperature * logp
+    return (f - jnp.mean(f)) / u.shape[0]
 
 
 class AnnealedEval(NamedTuple):
@@ -148,11 +170,16 @@ def build_ocp(cfg: Config, lay: devices.Layout):
 
     observables = make_ocp_observables(n, dim, temperature, system.volume,
                                        system.ideal_constant())
-    optimizer = make_optimizer("adam", cfg.lr, cfg.sr_damping, cfg.sr_max_norm,
-                               cfg.lr_decay_steps or None)
+    optimizer = make_optimizer(cfg.optimizer, cfg.lr, cfg.sr_damping, cfg.sr_max_norm,
+                               cfg.lr_decay_steps or None, cfg.sr_solver, cfg.sr_cg_iters,
+                               cfg.sr_cg_tol)
+    natural = cfg.optimizer == "sr"
     collectives = devices.Collectives(lay)
 
-    objective = make_flow_objective(flow, potential, temperature, cfg.proton_gradient)
+    score_gradient = cfg.proton_gradient == "score"
+    objective = make_flow_objective(flow, potential, temperature,
+                                    "total" if score_gradient else cfg.proton_gradient)
+    score_rows_of = make_score_rows(flow)
 
     draw_keys = make_flow_draw(flow, potential)
 
@@ -206,17 +233,55 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         summed = jnp.sum(every[:, b * N_TERMS:], 0) if extra is not None else None
         return terms[:, 0], terms[:, 1], summed
 
+    def score_rows(params, s):
+        """This shard's score rows d ln p(S)/d theta (b, P) at fixed S (b, N, dim), through the
+        flow's inverse, ``chunks_of(b)`` samples at a time."""
+        b = s.shape[0]
+        c = chunks_of(b)
+        if c == b:
+            return score_rows_of(params, s)
+        rows = jax.lax.map(lambda x: score_rows_of(params, x), s.reshape((b // c, c) + s.shape[1:]))
+        return rows.reshape(b, -1)
+
+    def natural_update(params, opt_state, g_flat, rows, unravel):
+        """SR: this shard's centered score rows (b, P) / sqrt(B) and the summed gradient (P,)
+        -> (updates, opt_state); the direct solve gathers every shard's rows first."""
+        if cfg.sr_solver == "cg":
+            return optimizer.update({"protons": unravel(g_flat)}, opt_state, {"protons": params},
+                                    scores={"protons": rows}, reduce=collectives.sum)
+        every = collectives.gather(rows[None]).reshape(-1, rows.shape[-1])
+        return optimizer.update({"protons": unravel(g_flat)}, opt_state, {"protons": params},
+                                scores={"protons": every})
+
     def train_step(state: TrainState, key, update_scale):
         b = state.sampler.x.shape[0]
         key = _shard_key(key, collectives)
-
-        grads, (s, u, logp) = loss_and_grad(state.params, key, b)
-        g_flat, unravel = ravel_pytree(grads)
-        u_all, logp_all, g_sum = gather_terms(u, logp, g_flat)
+        params = state.params
+        _, unravel = ravel_pytree(params)
+        if score_gradient:
+            s, u, logp = draw(params, key, b)
+            u_all, logp_all, _ = gather_terms(u, logp)
+        else:
+            grads, (s, u, logp) = loss_and_grad(params, key, b)
+            u_all, logp_all, g_sum = gather_terms(u, logp, ravel_pytree(grads)[0])
         stats = observables(u_all, logp_all)
-        updates, opt_state = optimizer.update(unravel(g_sum), state.opt_state, state.params)
+        if score_gradient or natural:
+            o = score_rows(params, jax.lax.stop_gradient(s))
+            start = collectives.shard_index() * b if collectives.layout.n_shards > 1 else 0
+            coeff = jax.lax.dynamic_slice_in_dim(
+                score_coefficients(u_all, logp_all, temperature), start, b)
+            flat, centered = sum_score_rows(collectives, cfg.batch, {"o": o},
+                                            {"protons": [(coeff, "o")]})
+            if score_gradient:
+                g_sum = flat["protons"]
+        if natural:
+            updates, opt_state = natural_update(params, state.opt_state, g_sum,
+                                                centered["o"], unravel)
+            updates = updates["protons"]
+        else:
+            updates, opt_state = optimizer.update(unravel(g_sum), state.opt_state, params)
         updates = jax.tree.map(lambda v: update_scale * v, updates)
-        params = optax.apply_updates(state.params, updates)
+        params = optax.apply_updates(params, updates)
         stats["width"] = state.sampler.width
         stats.update(update_diagnostics(updates, params))
         sampler = state.sampler._replace(x=s)
