@@ -138,3 +138,32 @@ def test_annealed_ocp_eval_on_two_ranks_equals_two_devices_of_one(mpi_available,
         assert a["bar"][key] == pytest.approx(b["bar"][key], rel=1e-10), key
     odd = _mpi(2, eval_args[:-6] + ["--bar-chains", "3", "--bar-thin", "2"])
     assert odd.returncode == 2 and "--bar-chains (3) must be a multiple of the 2 MPI" in odd.stderr
+
+
+def test_ocp_natural_gradient_on_two_ranks_equals_two_devices_and_the_cg_solve(mpi_available,
+                                                                            tmp_path):
+    """``--optimizer sr`` for the OCP (the proton flow's classical Fisher matrix): a 3-step run
+    on 2 ranks x 1 device with the direct solve (every rank gathers every score row), the same
+    on 2 ranks with ``--sr-solver cg`` (each rank keeps its rows; one allreduce per CG
+    iteration) and the direct solve in one process with 2 faked devices give the same log to
+    round-off (the same global shards and sample keys); a lost or doubled row, or rows centered
+    per shard instead of globally, would change the updates and so steps 2 and 3."""
+    sr = [*OCP, "--steps", "3", "--optimizer", "sr", "--sr-cg-iters", "2000",
+          "--sr-cg-tol", "1e-13"]
+    runs = {}
+    for name, launch in (
+            ("ranks", lambda out: _mpi(2, ["freeenergy.py", "train", *sr, "--out", out])),
+            ("cg", lambda out: _mpi(2, ["freeenergy.py", "train", *sr, "--sr-solver", "cg",
+                                        "--out", out])),
+            ("devices", lambda out: subprocess.run(
+                [sys.executable, "freeenergy.py", "train", *sr, "--out", out], cwd=ROOT,
+                env=_env(2), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT))):
+        out = str(tmp_path / name)
+        done = launch(out)
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = _log_rows(out)
+    ref = runs["devices"]
+    assert ref.shape[0] == 3 and np.all(np.isfinite(ref))
+    assert abs(ref[2, 0] - ref[0, 0]) > 1e-6            # the updates moved F
+    np.testing.assert_allclose(runs["ranks"], ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(runs["cg"], ref, rtol=1e-7, atol=1e-9)
