@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Compare proton-flow variants on the 3D one-component plasma: f_ex = F_ex/(N k_B T) against steps.
 
-Trains one flow variant with Adam on the classical bound (the model code of ``--system ocp``,
+Trains one flow variant with Adam or SR (``--optimizer sr``) on the classical bound (the model code of ``--system ocp``,
 outside the run machinery, so many variants are cheap to compare) and prints, every 100 steps,
 the bound and the importance-reweighted f_ex with the Kish ESS per sample, each from
 ``--eval-batches`` x batch fresh samples. The README's flow table was made with it, e.g.
@@ -28,19 +28,19 @@ def main(argv=None) -> int:
                     help="adam (path-wise gradient) or sr: stochastic reconfiguration, the "
                          "natural gradient with the classical Fisher matrix of p(S) (scores "
                          "through the flow's inverse), as --system ocp --optimizer sr")
-    ap.add_argument("--sr-gradient", choices=("score", "path"), default="score",
-                    help="sr: the gradient it preconditions, the score-function estimator with "
-                         "the batch-mean baseline (in the span of the score rows) or the "
-                         "path-wise one")
+    ap.add_argument("--sr-gradient", choices=("score", "total"), default="score",
+                    help="sr: the gradient it preconditions (as train's --proton-gradient): the "
+                         "score-function estimator with the batch-mean baseline (in the span of "
+                         "the score rows) or the path-wise one through the samples")
     ap.add_argument("--sr-damping", type=float, default=1e-3, help="sr: diagonal shift")
-    ap.add_argument("--sr-max-norm", type=float, default=1e-2,
+    ap.add_argument("--sr-max-norm", type=float, default=0.1,
                     help="sr: bound on the Fisher norm of each update")
     ap.add_argument("--batch", type=int, default=256, help="samples per step")
     ap.add_argument("--layers", type=int, default=24, help="flow layers")
     ap.add_argument("--hidden", type=int, default=32, help="pair-network width")
-    ap.add_argument("--lr", type=float, default=3e-3,
-                    help="step (Adam step size, SR natural-gradient step), decayed as "
-                         "lr/(1 + t/D), D = --lr-decay-steps")
+    ap.add_argument("--lr", type=float, default=None,
+                    help="step (Adam step size, default 3e-3; SR natural-gradient step, default "
+                         "1), decayed as lr/(1 + t/D), D = --lr-decay-steps")
     ap.add_argument("--lr-decay-steps", type=float, default=200.0,
                     help="D of the decay (as train's --lr-decay-steps)")
     ap.add_argument("--splines", action="store_true", help="add spline couplings")
@@ -57,12 +57,15 @@ def main(argv=None) -> int:
                     help="seed of the initial parameters only: the samples of step i use "
                     "key i, so runs with different seeds see the same sample streams")
     args = ap.parse_args(argv)
+    if args.lr is None:
+        args.lr = 1.0 if args.optimizer == "sr" else 3e-3
     if min(args.n, args.steps, args.batch, args.layers, args.hidden, args.eval_batches) < 1:
         ap.error("--n, --steps, --batch, --layers, --hidden, --eval-batches must be >= 1")
     if min(args.harmonics, args.features) < 0:
         ap.error("--harmonics and --features must be >= 0")
-    if not (args.gamma > 0 and args.lr > 0 and args.lr_decay_steps > 0):
-        ap.error("--gamma, --lr and --lr-decay-steps must be > 0")
+    if not (args.gamma > 0 and args.lr > 0 and args.lr_decay_steps > 0 and args.sr_damping > 0
+            and args.sr_max_norm > 0):
+        ap.error("--gamma, --lr, --lr-decay-steps, --sr-damping and --sr-max-norm must be > 0")
 
     import jax
     import jax.numpy as jnp

@@ -12,9 +12,10 @@ from analysis_script import load
 study = load("ocp_flow_study")
 
 
-def test_short_run_prints_bound_and_reweighted(capsys):
+@pytest.mark.parametrize("optimizer", [[], ["--optimizer", "sr"]])
+def test_short_run_prints_bound_and_reweighted(optimizer, capsys):
     assert study.main(["--n", "3", "--gamma", "0.05", "--steps", "2", "--batch", "16",
-                       "--layers", "3", "--hidden", "8", "--eval-batches", "2"]) == 0
+                       "--layers", "3", "--hidden", "8", "--eval-batches", "2", *optimizer]) == 0
     out = capsys.readouterr().out
     m = re.search(r"step 2: f_ex bound (\S+) \+- (\S+), reweighted (\S+) \(ESS/sample (\S+)\)", out)
     assert m, out
@@ -23,7 +24,8 @@ def test_short_run_prints_bound_and_reweighted(capsys):
     assert abs(bound) < 0.5 and rw <= bound + 4 * err   # weak coupling: near the ideal gas
 
 
-@pytest.mark.parametrize("flags", [["--n", "0"], ["--gamma", "-1"], ["--steps", "x"]])
+@pytest.mark.parametrize("flags", [["--n", "0"], ["--gamma", "-1"], ["--steps", "x"],
+                                   ["--optimizer", "sr", "--sr-max-norm", "0"]])
 def test_bad_input_exits_2(flags):
     with pytest.raises(SystemExit) as exc:
         study.main(flags)

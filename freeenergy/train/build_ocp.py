@@ -15,7 +15,18 @@ samples included by autodiff; no baseline needed. ``--proton-gradient path`` kee
 that moves the sample, (grad_S U + k_B T grad_S ln p) . d f_theta/d theta, dropping
 k_B T d ln p_theta(S)/d theta at fixed S, whose mean is zero (Roeder, Wu & Duvenaud, NeurIPS
 2017; for flows, Vaitl, Nicoli, Nakajima & Kessel, Mach. Learn.: Sci. Technol. 3 (2022),
-arXiv:2207.08219): per sample it vanishes when p is the Boltzmann density. Adam applies either.
+arXiv:2207.08219): per sample it vanishes when p is the Boltzmann density.
+``--proton-gradient score`` is the score-function estimator with the batch-mean baseline,
+g = mean[(f - mean f) d ln p_theta(S)/d theta] at fixed S, f = U + k_B T ln p, the score rows
+through the flow's inverse (``make_score_rows``). Adam applies any of the three.
+
+``--optimizer sr`` (stochastic reconfiguration, the natural gradient) preconditions the gradient
+with the classical Fisher matrix of p_theta, F = X^T X with X the score rows centered over the
+whole batch and divided by sqrt(B) (``optim.sr``: Woodbury solve, or ``--sr-solver cg`` with each
+shard keeping its rows), under the trust region delta^T F delta <= ``--sr-max-norm``, about twice
+the KL divergence between successive flows. Its default gradient is the score function, which
+lies in the span of X, so the damping touches no direction the samples do not see (a path-wise
+gradient has a part outside it, which the solve divides by the damping alone).
 
 For the importance-reweighted free energy each step also reports, over the whole batch,
 logsumexp(w) and logsumexp(2w) of the log-weights w = -U/k_B T - ln p (``lse_w``, ``lse_w2``);
