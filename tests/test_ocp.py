@@ -443,14 +443,16 @@ def test_ocp_bench_and_slurm_render(tmp_path, capsys):
     assert "freeenergy" in script and "train" in script
 
 
-def test_chunked_flow_pass_gives_the_same_step():
+@pytest.mark.parametrize("optimizer", ["adam", "sr"])
+def test_chunked_flow_pass_gives_the_same_step(optimizer):
     """--proton-flow-chunk: the samples, statistics, gradient and update of a training step are
-    those of the unchunked step to round-off (same per-sample keys; gradients summed per chunk).
-    A chunk that does not divide the batch falls back to its largest divisor (5 -> 4 of 16)."""
+    those of the unchunked step to round-off (same per-sample keys; gradients summed per chunk;
+    with SR, the score rows too). A chunk that does not divide the batch falls back to its
+    largest divisor (5 -> 4 of 16)."""
     outs = {}
     for chunk in (0, 4, 5):
         built = build(_cfg(dim=3, n=3, batch=16, proton_flow_chunk=chunk,
-                           proton_flow_splines=True))
+                           proton_flow_splines=True, optimizer=optimizer))
         state = built.init_state(jax.random.PRNGKey(0))
         state, _ = built.step(state, jax.random.PRNGKey(1), 1.0)   # a non-identity flow
         state, stats = built.step(state, jax.random.PRNGKey(2), 1.0)

@@ -262,7 +262,8 @@ def _pair_layer(n, dim, axis, scale, seed=3, expanding=False):
     import haiku as hk
     from freeenergy.models.pair_shift import PairShift
     net = hk.without_apply_rng(hk.transform(
-        lambda x, inverse=False: PairShift(dim, axis, L, hidden=8, expanding=expanding)(x, inverse)))
+        lambda x, inverse=False: PairShift(dim, axis, L, hidden=8, expanding=expanding)(
+            x, inverse)[:2]))
     x0 = jax.random.uniform(jax.random.PRNGKey(seed), (n, dim)) * L
     params = net.init(jax.random.PRNGKey(0), x0)
     leaves, treedef = jax.tree.flatten(params)
@@ -364,3 +365,26 @@ def test_log_prob_gradients_match_finite_differences(setup):
     v = jax.random.normal(jax.random.PRNGKey(8), s.shape)
     fd_s = (setup.log_prob(params, s + eps * v) - setup.log_prob(params, s - eps * v)) / (2 * eps)
     np.testing.assert_allclose(float(jnp.sum(g_s * v)), float(fd_s), rtol=2e-5, atol=1e-8)
+
+
+def test_log_prob_at_roots_is_log_prob(setup):
+    """``sample_with_roots`` gives ``sample``'s S and ln p, and ``log_prob_at_roots`` (every
+    pair shift's Newton iteration started at the root the forward pass knows) gives the value
+    and the parameter gradient of ``log_prob`` (iterated from S) to round-off, for several
+    samples (boxes wrapped differently per particle included)."""
+    flow, params = setup.flow, setup.params
+    keys = jax.random.split(jax.random.PRNGKey(11), 3)
+    s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
+    s_r, logp_r, roots = jax.vmap(flow.sample_with_roots, (None, 0))(params, keys)
+    np.testing.assert_array_equal(np.asarray(s_r), np.asarray(s))
+    np.testing.assert_array_equal(np.asarray(logp_r), np.asarray(logp))
+    grad_iterated = jax.jit(jax.vmap(jax.value_and_grad(flow.log_prob), (None, 0)))
+    grad_rooted = jax.jit(jax.vmap(jax.value_and_grad(flow.log_prob_at_roots), (None, 0, 0)))
+    value, g = grad_iterated(params, s)
+    value_r, g_r = grad_rooted(params, s, roots)
+    np.testing.assert_allclose(np.asarray(value_r), np.asarray(value), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(np.asarray(value_r), np.asarray(logp), rtol=0, atol=1e-10)
+    scale = max(float(jnp.max(jnp.abs(a))) for a in jax.tree.leaves(g))
+    assert scale > 1e-3
+    for a, b in zip(jax.tree.leaves(g_r), jax.tree.leaves(g)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-9 * scale)

@@ -163,8 +163,9 @@ class PairShift(hk.Module):
         jac = jnp.eye(xa.shape[0], dtype=xa.dtype) - w + jnp.diag(jnp.sum(w, axis=1))
         return shift, jac
 
-    def _newton_root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray) -> jnp.ndarray:
-        """The root z of z + grad Psi(z) = xa by Newton's method, until the residual is at
+    def _newton_root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray,
+                     start: jnp.ndarray) -> jnp.ndarray:
+        """The root z of z + grad Psi(z) = xa by Newton's method from ``start``, until the residual is at
         round-off (|r| <= ROOT_TOL L) or after ``newton_steps`` (+ 10 when expanding) steps.
         Expanding layers take damped steps, shortened until the residual falls (the map is the
         gradient of a strongly convex function whose Hessian may be far from I on the
@@ -205,23 +206,32 @@ class PairShift(hk.Module):
             i, _, r2 = carry
             return (i < max_steps) & (r2 > tol2)
 
-        start = (jnp.zeros((), jnp.int32), xa, residual2(xa))
-        return jax.lax.while_loop(running, newton, start)[1]
+        first = (jnp.zeros((), jnp.int32), start, residual2(start))
+        return jax.lax.while_loop(running, newton, first)[1]
 
-    def _root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray) -> jnp.ndarray:
+    def _root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray,
+              start: Optional[jnp.ndarray] = None) -> jnp.ndarray:
         """The root z of z + grad Psi(z) = xa, with exact derivatives at low cost: the iterations
         run without gradients, then ONE Newton step z - J^-1 (z + grad Psi(z) - xa) from the
         root carries them. Its derivative with respect to anything (xa, c, amp and through
         them the parameters and the other coordinates) is that of the implicit function,
         dz = -J^-1 d(residual), because the residual vanishes at the root; so ln p of a given
-        S and its parameter gradient (the score) cost one differentiable step per layer."""
+        S and its parameter gradient (the score) cost one differentiable step per layer.
+        ``start`` (N,): where Newton's method starts (default xa); the root itself, known from
+        the forward pass that made xa, leaves no iteration to do."""
         sg = jax.lax.stop_gradient
-        root = self._newton_root(sg(xa), sg(c), sg(amp))
+        root = self._newton_root(sg(xa), sg(c), sg(amp), sg(xa if start is None else start))
         shift, jac = self._shift_and_jacobian(root, c, amp)
         return root - linalg.inv(sg(jac)) @ (root + shift - xa)
 
-    def __call__(self, x: jnp.ndarray, inverse: bool = False):
-        """x (N, dim) in [0, L) -> (x' (N, dim) in [0, L), ln|det dx'/dx| scalar)."""
+    def __call__(self, x: jnp.ndarray, inverse: bool = False,
+                 start: Optional[jnp.ndarray] = None):
+        """x (N, dim) in [0, L) -> (x' (N, dim) in [0, L), ln|det dx'/dx| scalar, root (N,)).
+
+        Forward, ``root`` is where the inverse's Newton iteration can start for x' (this
+        layer's input along the axis, shifted by the multiples of L that wrapping x' removed:
+        the exact root for x'); inverse, ``start`` (N,) is such a point (default: x' itself)
+        and ``root`` is returned as zeros."""
         a_ax, length = self.axis, self.length
         c, amp = self._pair_terms(x)          # the other axes are not moved: same both ways
         xa = x[:, a_ax]
@@ -230,9 +240,10 @@ class PairShift(hk.Module):
             new = xa + shift
             logdet = logdet_spd(jac, self.upper)
         else:
-            new = self._root(xa, c, amp)
+            new = self._root(xa, c, amp, start)
             _, jac = self._shift_and_jacobian(new, c, amp)
             logdet = -logdet_spd(jac, self.upper)
-        new = jnp.mod(new, length)
-        new = jnp.where(new >= length, new - length, new)
-        return x.at[:, a_ax].set(new), logdet
+        wrapped = jnp.mod(new, length)
+        wrapped = jnp.where(wrapped >= length, wrapped - length, wrapped)
+        root = jax.lax.stop_gradient(xa - (new - wrapped)) if not inverse else jnp.zeros_like(xa)
+        return x.at[:, a_ax].set(wrapped), logdet, root

@@ -102,13 +102,17 @@ def make_flow_objective(flow, potential, temperature: float, gradient: str = "to
 
 
 def make_score_rows(flow):
-    """rows(params, s) -> (b, P): the score d ln p_theta(S)/d theta of each configuration s[i]
-    (N, d) at fixed S, through the flow's inverse (whose Newton roots carry the exact implicit
-    derivative), flattened in ``ravel_pytree`` order."""
+    """rows(params, s, roots=None) -> (b, P): the score d ln p_theta(S)/d theta of each
+    configuration s[i] (N, d) at fixed S, through the flow's inverse (whose Newton roots carry
+    the exact implicit derivative), flattened in ``ravel_pytree`` order. ``roots`` (from
+    ``flow.sample_with_roots`` of the same params, batched) start each Newton iteration at its
+    root: the same rows to round-off for a fraction of the inverse's cost."""
     grad_log_prob = jax.vmap(jax.grad(flow.log_prob), (None, 0))
+    grad_at_roots = jax.vmap(jax.grad(flow.log_prob_at_roots), (None, 0, 0))
 
-    def rows(params, s):
-        return _per_sample_flat(grad_log_prob(params, s), s.shape[0])
+    def rows(params, s, roots=None):
+        g = grad_log_prob(params, s) if roots is None else grad_at_roots(params, s, roots)
+        return _per_sample_flat(g, s.shape[0])
 
     return rows
 
@@ -244,15 +248,22 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         summed = jnp.sum(every[:, b * N_TERMS:], 0) if extra is not None else None
         return terms[:, 0], terms[:, 1], summed
 
-    def score_rows(params, s):
-        """This shard's score rows d ln p(S)/d theta (b, P) at fixed S (b, N, dim), through the
-        flow's inverse, ``chunks_of(b)`` samples at a time."""
-        b = s.shape[0]
+    def scored_chunk(params, keys):
+        """One exact sample per key (c, 2): S (c, N, dim), U (c,), ln p (c,) and the score rows
+        d ln p(S)/d theta (c, P) at fixed S (the inverse started at the forward pass's roots)."""
+        s, logp, roots = jax.vmap(flow.sample_with_roots, (None, 0))(params, keys)
+        s = jax.lax.stop_gradient(s)
+        return s, jax.vmap(potential)(s), logp, score_rows_of(params, s, roots)
+
+    def scored_draw(params, key, b):
+        """``draw``'s b samples (the same keys) with their score rows, ``chunks_of(b)`` at a time."""
+        keys = jax.random.split(key, b)
         c = chunks_of(b)
         if c == b:
-            return score_rows_of(params, s)
-        rows = jax.lax.map(lambda x: score_rows_of(params, x), s.reshape((b // c, c) + s.shape[1:]))
-        return rows.reshape(b, -1)
+            return scored_chunk(params, keys)
+        out = jax.lax.map(lambda k: scored_chunk(params, k),
+                          keys.reshape((b // c, c) + keys.shape[1:]))
+        return jax.tree.map(lambda a: a.reshape((b,) + a.shape[2:]), out)
 
     def natural_update(params, opt_state, g_flat, rows, unravel):
         """SR: this shard's centered score rows (b, P) / sqrt(B) and the summed gradient (P,)
@@ -270,14 +281,15 @@ def build_ocp(cfg: Config, lay: devices.Layout):
         params = state.params
         _, unravel = ravel_pytree(params)
         if score_gradient:
-            s, u, logp = draw(params, key, b)
+            s, u, logp, o = scored_draw(params, key, b)
             u_all, logp_all, _ = gather_terms(u, logp)
         else:
             grads, (s, u, logp) = loss_and_grad(params, key, b)
             u_all, logp_all, g_sum = gather_terms(u, logp, ravel_pytree(grads)[0])
+            if natural:          # the same samples (same keys) again, with their score rows
+                o = scored_draw(params, key, b)[3]
         stats = observables(u_all, logp_all)
         if score_gradient or natural:
-            o = score_rows(params, jax.lax.stop_gradient(s))
             start = collectives.shard_index() * b if collectives.layout.n_shards > 1 else 0
             coeff = jax.lax.dynamic_slice_in_dim(
                 score_coefficients(u_all, logp_all, temperature), start, b)
