@@ -33,8 +33,8 @@ def main(argv=None) -> int:
                          "score-function estimator with the batch-mean baseline (in the span of "
                          "the score rows) or the path-wise one through the samples")
     ap.add_argument("--sr-damping", type=float, default=1e-3, help="sr: diagonal shift")
-    ap.add_argument("--sr-max-norm", type=float, default=0.1,
-                    help="sr: bound on the Fisher norm of each update")
+    ap.add_argument("--sr-max-norm", type=float, default=None,
+                    help="sr: bound on the Fisher norm of each update (default 0.2 N, as train)")
     ap.add_argument("--batch", type=int, default=256, help="samples per step")
     ap.add_argument("--layers", type=int, default=24, help="flow layers")
     ap.add_argument("--hidden", type=int, default=32, help="pair-network width")
@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.lr is None:
         args.lr = 1.0 if args.optimizer == "sr" else 3e-3
+    if args.sr_max_norm is None:
+        from freeenergy.config import OCP_SR_MAX_NORM_PER_PROTON
+        args.sr_max_norm = OCP_SR_MAX_NORM_PER_PROTON * args.n
     if min(args.n, args.steps, args.batch, args.layers, args.hidden, args.eval_batches) < 1:
         ap.error("--n, --steps, --batch, --layers, --hidden, --eval-batches must be >= 1")
     if min(args.harmonics, args.features) < 0:
