@@ -210,8 +210,8 @@ def test_path_gradient_drops_exactly_the_fixed_sample_score_and_vanishes_at_the_
 SCALE = 0.1  # perturbation of the fresh (identity) flow's parameters in the gradient test
 
 
-@pytest.mark.parametrize("solver, gradient", [("direct", "score"), ("cg", "score"),
-                                              ("direct", "total")])
+# (the CG solve on several shards: tests/test_mpi_protons.py, against the direct one)
+@pytest.mark.parametrize("solver, gradient", [("direct", "score"), ("cg", "total")])
 def test_natural_gradient_step_is_the_explicit_fisher_solve(solver, gradient):
     """--optimizer sr: the step's update equals -scale (F + damping I)^-1 g with F = X^T X built
     here from ``jax.jacrev`` of ln p over the flattened parameters (X: centered score rows /

@@ -367,13 +367,16 @@ def test_log_prob_gradients_match_finite_differences(setup):
     np.testing.assert_allclose(float(jnp.sum(g_s * v)), float(fd_s), rtol=2e-5, atol=1e-8)
 
 
-def test_log_prob_at_roots_is_log_prob(setup):
+def test_log_prob_at_roots_is_log_prob():
     """``sample_with_roots`` gives ``sample``'s S and ln p, and ``log_prob_at_roots`` (every
     pair shift's Newton iteration started at the root the forward pass knows) gives the value
-    and the parameter gradient of ``log_prob`` (iterated from S) to round-off, for several
-    samples (boxes wrapped differently per particle included)."""
-    flow, params = setup.flow, setup.params
-    keys = jax.random.split(jax.random.PRNGKey(11), 3)
+    and the parameter gradient of ``log_prob`` (iterated from S) to round-off, for two samples
+    (particles wrapped differently across the box included). One flow with every kind of
+    layer: spline couplings and expanding pair shifts, 3D, 4 layers = one scanned group of 3
+    and one layer after it (the roots of both parts)."""
+    flow = make_proton_flow(5, 3, L, layers=4, splines=True, pair_expanding=True, **SMALL)
+    params = _perturbed(flow)
+    keys = jax.random.split(jax.random.PRNGKey(11), 2)
     s, logp = jax.vmap(flow.sample, (None, 0))(params, keys)
     s_r, logp_r, roots = jax.vmap(flow.sample_with_roots, (None, 0))(params, keys)
     np.testing.assert_array_equal(np.asarray(s_r), np.asarray(s))
