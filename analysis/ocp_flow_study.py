@@ -112,15 +112,16 @@ def main(argv=None) -> int:
         from freeenergy.optim import sr
         opt = sr(args.lr, args.sr_damping, args.sr_max_norm, args.lr_decay_steps)
         state = opt.init({"protons": params})
-        score_of = jax.vmap(jax.grad(flow.log_prob), (None, 0))
+        from freeenergy.train.build_ocp import make_score_rows
+        score_rows = make_score_rows(flow)
 
         @jax.jit
         def step(p, st, key):
             keys = jax.random.split(key, args.batch)
-            s, logp = jax.vmap(flow.sample, (None, 0))(p, keys)
+            s, logp, roots = jax.vmap(flow.sample_with_roots, (None, 0))(p, keys)
             s = jax.lax.stop_gradient(s)
             u = jax.vmap(lambda x: ewald.energy_same_charge(x, 1.0))(s)
-            o = jax.vmap(lambda t: ravel_pytree(t)[0])(score_of(p, s))       # (B, P)
+            o = score_rows(p, s, roots)                                       # (B, P)
             rows = (o - o.mean(0)) / math.sqrt(args.batch)
             f = u + kt * logp
             if args.sr_gradient == "score":
