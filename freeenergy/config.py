@@ -285,8 +285,8 @@ HELP: dict[str, str] = {
     "optimizer": '"sr" (stochastic reconfiguration: natural gradient) or "adam"; unset: sr for '
                  "ueg and hydrogen, adam for ocp (ocp with sr: the classical Fisher matrix of "
                  "the proton flow, its score rows through the flow's inverse)",
-    "lr": "learning rate, > 0 (SR: natural-gradient step; Adam: step size); unset: 0.05 for sr, "
-          "1e-3 for adam",
+    "lr": "learning rate, > 0 (SR: natural-gradient step; Adam: step size); unset: 0.05 for sr "
+          f"({OCP_SR_LR:g} for ocp), 1e-3 for adam",
     "lr_van": "learning rate of the VAN parameters, > 0; unset: --lr",
     "lr_flow": "learning rate of the flow parameters, > 0; unset: --lr",
     "lr_protons": "hydrogen: learning rate of the proton-flow parameters, > 0; unset: --lr",

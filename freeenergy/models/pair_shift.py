@@ -165,8 +165,9 @@ class PairShift(hk.Module):
 
     def _newton_root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray,
                      start: jnp.ndarray) -> jnp.ndarray:
-        """The root z of z + grad Psi(z) = xa by Newton's method from ``start``, until the residual is at
-        round-off (|r| <= ROOT_TOL L) or after ``newton_steps`` (+ 10 when expanding) steps.
+        """The root z of z + grad Psi(z) = xa by Newton's method from ``start``, until the
+        residual is at round-off (|r| <= ROOT_TOL L) or after ``newton_steps`` (+ 10 when
+        expanding) steps.
         Expanding layers take damped steps, shortened until the residual falls (the map is the
         gradient of a strongly convex function whose Hessian may be far from I on the
         expanding side, where full Newton steps can overshoot). Not differentiable (a
