@@ -46,6 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument("--splines", action="store_true", help="add spline couplings")
     ap.add_argument("--symmetric", action="store_true",
                     help="pair shifts with the symmetric bound (not expanding)")
+    ap.add_argument("--context", action="store_true",
+                    help="pair shifts whose pair network also sees each particle's mean pair "
+                         "state (many-body context across the axis)")
     ap.add_argument("--harmonics", type=int, default=0,
                     help="pair-potential harmonics K along a layer's axis (0: the code's default "
                          "for this N, max(3, round(L/rs)))")
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
     ewald = make_ewald(3, length, 1e-10)
     flow = make_proton_flow(n, 3, length, args.layers, args.hidden, 8, splines=args.splines,
                             pair_harmonics=harmonics, pair_features=features,
-                            pair_expanding=not args.symmetric)
+                            pair_expanding=not args.symmetric, pair_context=args.context)
     params = flow.init(jax.random.PRNGKey(args.seed))
 
     def draw(p, key):

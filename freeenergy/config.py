@@ -85,6 +85,8 @@ class Config:
     # ocp and hydrogen: harmonics m of the separations across the axis a pair shift's weights see;
     # 0: from the box, m = max(2, round(L/(1.6 rs)))
     proton_flow_features: int = 0
+    # ocp and hydrogen: pair-shift networks that also see each proton's mean pair state
+    proton_flow_context: bool = False
     # ocp: "total", "path" or "score" gradient of the bound (build_ocp); None: "total" (adam),
     # "score" (sr)
     proton_gradient: Optional[str] = None
@@ -235,6 +237,10 @@ HELP: dict[str, str] = {
                             "layer's axis that its pair weights see, integer >= 1; 0 (default): "
                             "from the box, m = max(2, round(L/(1.6 rs))) (2 at N=8, 3 at N=16, "
                             "4 at N=54 in 3D)",
+    "proton_flow_context": "ocp and hydrogen: the pair network of every pair-shift layer also "
+                           "sees each proton's mean pair state over all others (many-body "
+                           "context, still only from the separations across the layer's "
+                           "axis, so the exact Jacobian keeps its form)",
     "proton_flow_pair_shift": "ocp and hydrogen: pair-shift layers (protons pushed apart along "
                               "the layer's axis by their neighbours; exact bijection); "
                               "--no-proton-flow-pair-shift with --proton-flow-splines: spline couplings only",

@@ -36,7 +36,7 @@ from freeenergy.physics.box import box_length
 from freeenergy.physics.ewald import make_ewald
 from jax.flatten_util import ravel_pytree
 
-from freeenergy.train.build_ocp import (make_score_rows, reweighted_free_energy,
+from freeenergy.train.build_ocp import (make_score_rows, proton_flow_of, reweighted_free_energy,
                                         score_coefficients)
 from freeenergy.train.driver import build
 
@@ -217,7 +217,6 @@ def test_natural_gradient_step_is_the_explicit_fisher_solve(solver, gradient):
     here from ``jax.jacrev`` of ln p over the flattened parameters (X: centered score rows /
     sqrt(B)), g the score-function estimate (or, for ``total``, the path-wise gradient), solved
     in parameter space with numpy, and scale = min(lr, sqrt(max_norm / delta^T F delta))."""
-    from freeenergy.models.proton_flow import make_proton_flow
     cfg = _cfg(dim=3, n=3, batch=16, optimizer="sr", sr_solver=solver, proton_gradient=gradient,
                lr=0.7, sr_max_norm=1e-4, sr_damping=1e-2, sr_cg_iters=2000, sr_cg_tol=1e-12)
     built = build(cfg)
@@ -227,11 +226,7 @@ def test_natural_gradient_step_is_the_explicit_fisher_solve(solver, gradient):
     key = jax.random.PRNGKey(2)
     new, stats = built.step(state, key, 1.0)
 
-    flow = make_proton_flow(cfg.n, 3, built.system.length, cfg.proton_flow_layers,
-                            cfg.proton_flow_hidden, cfg.proton_flow_bins,
-                            splines=cfg.proton_flow_splines, pair_expanding=cfg.proton_flow_expanding,
-                            pair_harmonics=cfg.proton_flow_harmonics,
-                            pair_features=cfg.proton_flow_features)
+    flow = proton_flow_of(cfg, 3, built.system.length)
     kt, ew = built.system.temperature, built.system.ewald
     theta, unravel = ravel_pytree(params)
     keys = jax.random.split(key, cfg.batch)

@@ -44,12 +44,14 @@ class Setup:
 
 
 # layers: 2D 4 = two scanned groups of dim layers; 3D 4 = one group and one layer after it
-@pytest.fixture(scope="module", params=[(5, 2, 4, True, False), (6, 3, 4, True, False),
-                                        (5, 3, 3, False, True)],
-                ids=["2d", "3d", "3d-expanding-pair-shifts"])
+@pytest.fixture(scope="module", params=[(5, 2, 4, True, False, False),
+                                        (6, 3, 4, True, False, False),
+                                        (5, 3, 3, False, True, True)],
+                ids=["2d", "3d", "3d-expanding-pair-shifts-context"])
 def setup(request):
-    n, dim, layers, splines, expanding = request.param
-    return Setup(n, dim, layers, splines=splines, pair_expanding=expanding)
+    n, dim, layers, splines, expanding, context = request.param
+    return Setup(n, dim, layers, splines=splines, pair_expanding=expanding,
+                 pair_context=context)
 
 
 def test_bijection(setup):

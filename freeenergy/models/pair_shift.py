@@ -104,12 +104,13 @@ class PairShift(hk.Module):
 
     def __init__(self, dim: int, axis: int, length: float, hidden: int, harmonics: int = 3,
                  features: int = 2, newton_steps: int = 30, expanding: bool = False,
-                 name: Optional[str] = None):
+                 context: bool = False, name: Optional[str] = None):
         super().__init__(name=name)
         self.dim, self.axis, self.length = dim, axis, float(length)
         self.hidden, self.harmonics, self.features = hidden, harmonics, features
         self.newton_steps = newton_steps
         self.expanding = expanding
+        self.context = context
         # the static upper bound of J's spectrum (see ``expanding`` in the module docstring)
         self.upper = 1.0 + (1.0 - MARGIN) * harmonics if expanding else 2.0 - MARGIN
 
@@ -123,6 +124,13 @@ class PairShift(hk.Module):
         feats = jnp.cos((2.0 * np.pi / length) * d[..., None] * m).reshape(n, n, -1)
         h = jnp.tanh(hk.Linear(self.hidden, name="embed")(feats))
         h = jnp.tanh(hk.Linear(self.hidden, name="hidden")(h)) + h
+        if self.context:
+            # many-body context: each particle's mean pair state over all particles (built from
+            # the separations across the axis only, so the Jacobian keeps its form), fed back
+            # symmetrically in (i, j)
+            g = hk.Linear(self.hidden, with_bias=False, name="context_node")(jnp.mean(h, axis=1))
+            h = h + jnp.tanh(hk.Linear(self.hidden, name="context_pair")(h)
+                             + g[:, None, :] + g[None, :, :])
         off = 1.0 - jnp.eye(n, dtype=x.dtype)
         k = jax.nn.softplus(hk.Linear(1, name="weight")(h)[..., 0]) * off
         big_k = jnp.sum(k, axis=1) + K_EPS                              # (N,)

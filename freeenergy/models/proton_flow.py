@@ -294,7 +294,8 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
                      bins: int = 8, harmonics: int = 2, rounds: int = 2,
                      absolute_features: bool = True, pair_shift: bool = True,
                      splines: bool = True, pair_harmonics: int = 3,
-                     pair_features: int = 2, pair_expanding: bool = False) -> ProtonFlow:
+                     pair_features: int = 2, pair_expanding: bool = False,
+                     pair_context: bool = False) -> ProtonFlow:
     """Builds the flow of n particles in the box [0, length)^dim (see the module docstring).
 
     Args:
@@ -312,6 +313,7 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
         axis; pair_features: harmonics of the separations across the axis it sees.
       pair_expanding: pair-shift layers bounded only on their compressive side (Jacobian
         eigenvalues in [0.05, 1 + 0.95 pair_harmonics] instead of [0.05, 1.95]; ``PairShift``).
+      pair_context: pair-shift networks that also see each particle's mean pair state.
     """
     if not (splines or pair_shift):
         raise ValueError("the flow needs spline couplings, pair-shift layers or both")
@@ -340,7 +342,8 @@ def make_proton_flow(n: int, dim: int, length: float, layers: int = 4, hidden: i
                                      absolute_features, name=f"layer{suffix}")
                       if splines else None)
             pair = (PairShift(dim, axis, length, hidden, pair_harmonics, pair_features,
-                              expanding=pair_expanding, name=f"pair{suffix}")
+                              expanding=pair_expanding, context=pair_context,
+                              name=f"pair{suffix}")
                     if pair_shift else None)
             if not inverse and spline is not None:
                 x, logdet = spline(x, False)

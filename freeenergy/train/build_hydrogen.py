@@ -60,13 +60,13 @@ from freeenergy import devices
 from freeenergy.config import Config, ConfigError
 from freeenergy.hamiltonian import make_local_energy
 from freeenergy.models.proton_features import feature_vectors, structure_features
-from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.models.van import default_hidden, make_van
 from freeenergy.models.wavefunction import make_wavefunction
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import (SamplerState, initial_positions, make_hydrogen_sampler,
                                  make_metropolis, make_width_adaptation, twist_of_rows)
 from freeenergy.system import make_system
+from freeenergy.train.build_ocp import proton_flow_of
 from freeenergy.train.step import (TrainState, _per_sample_flat, _shard_key, clip_to_mad,
                                    pack_rows, sum_score_rows, update_diagnostics)
 
@@ -216,12 +216,7 @@ def build_hydrogen(cfg: Config, lay: devices.Layout):
         raise ConfigError(f"--batch {cfg.batch} gives {per_shard} walkers per shard "
                           f"({lay.n_shards} shards), not a multiple of the {n_twists} twists of "
                           f"--twists {cfg.twists}: use a multiple of {n_twists * lay.n_shards}")
-    flow = make_proton_flow(n, 3, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
-                            cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
-                            splines=cfg.proton_flow_splines,
-                            pair_expanding=cfg.proton_flow_expanding,
-                            pair_harmonics=cfg.proton_flow_harmonics,
-                            pair_features=cfg.proton_flow_features)
+    flow = proton_flow_of(cfg, 3, length)
     gvecs = feature_vectors(length)
     twist_table = jnp.asarray(system.twists)
 

@@ -61,6 +61,17 @@ from freeenergy.train.step import (TrainState, _per_sample_flat, _shard_key, sum
 N_TERMS = 2  # per-sample terms gathered: U (coupling included), ln p
 
 
+def proton_flow_of(cfg: Config, dim: int, length: float):
+    """The proton flow of a validated ocp or hydrogen config (``make_proton_flow`` with the
+    --proton-flow-* options) for cfg.n protons in the box [0, length)^dim (bohr)."""
+    return make_proton_flow(cfg.n, dim, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
+                            cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
+                            splines=cfg.proton_flow_splines,
+                            pair_expanding=cfg.proton_flow_expanding,
+                            pair_harmonics=cfg.proton_flow_harmonics,
+                            pair_features=cfg.proton_flow_features,
+                            pair_context=cfg.proton_flow_context)
+
 def make_flow_draw(flow, potential):
     """draw(params, keys) -> (S (b, N, d) bohr, U(S) (b,) Ha, ln p(S) (b,)): one exact sample of
     the flow per PRNG key."""
@@ -171,12 +182,7 @@ def build_ocp(cfg: Config, lay: devices.Layout):
     from freeenergy.train.driver import Built, make_to_local
     system = make_system(cfg)
     n, dim, length = cfg.n, cfg.dim, system.length
-    flow = make_proton_flow(n, dim, length, cfg.proton_flow_layers, cfg.proton_flow_hidden,
-                            cfg.proton_flow_bins, pair_shift=cfg.proton_flow_pair_shift,
-                            splines=cfg.proton_flow_splines,
-                            pair_expanding=cfg.proton_flow_expanding,
-                            pair_harmonics=cfg.proton_flow_harmonics,
-                            pair_features=cfg.proton_flow_features)
+    flow = proton_flow_of(cfg, dim, length)
     coupling, temperature = float(cfg.coupling), system.temperature
     ewald = system.ewald
 
