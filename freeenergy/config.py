@@ -86,7 +86,7 @@ class Config:
     # 0: from the box, m = max(2, round(L/(1.6 rs)))
     proton_flow_features: int = 0
     # ocp and hydrogen: pair-shift networks that also see each proton's mean pair state
-    proton_flow_context: bool = False
+    proton_flow_context: bool = True
     # ocp: "total", "path" or "score" gradient of the bound (build_ocp); None: "total" (adam),
     # "score" (sr)
     proton_gradient: Optional[str] = None

@@ -468,7 +468,8 @@ def test_pair_shift_resolution_follows_the_box(tmp_path):
     """The pair shifts' harmonics K along the axis and m across it scale with L/rs (so the
     shortest wavelengths stay near rs and 1.6 rs at every N), explicit values are kept, the
     built flow has them, and a run directory written before the options reads back as (3, 2)
-    (and with the total gradient, from before --proton-gradient)."""
+    (and with the total gradient, from before --proton-gradient, and without the pair shifts'
+    many-body context, the default since, whose weights the built flow has)."""
     import dataclasses
     from freeenergy.config import pair_shift_resolution
     from freeenergy.train.rundir import read_config
@@ -483,10 +484,13 @@ def test_pair_shift_resolution_follows_the_box(tmp_path):
     embed = [v for k, v in params.items() if k.endswith("embed")]
     assert amplitude and all(a["w"].shape[-1] == 4 + 1 for a in amplitude)   # K + 1 outputs
     assert embed and all(e["w"].shape[0] == 2 * 3 for e in embed)   # (dim - 1) m features
+    assert cfg.proton_flow_context and any(k.endswith("context_pair") for k in params)
     saved = dataclasses.asdict(_cfg(dim=3, n=54))
     del saved["proton_flow_harmonics"], saved["proton_flow_features"], saved["proton_gradient"]
+    del saved["proton_flow_context"]
     with open(tmp_path / "config.json", "w") as fh:
         json.dump({"config": saved}, fh)
     old = read_config(str(tmp_path))
     assert (old.proton_flow_harmonics, old.proton_flow_features) == (3, 2)
     assert old.proton_gradient == "total"      # and the gradient of that time
+    assert old.proton_flow_context is False

@@ -39,6 +39,14 @@ r_0: psi'' >= -(1 - margin)/2 and psi'' <= (1 - margin) K/2, so J's eigenvalues 
 from I / (that bound), and the inverse takes Newton steps shortened until the residual falls.
 On the 3D OCP (N = 8, Gamma = 10, 24 layers) the bound after 100 Adam steps equalled that of
 400 steps with the symmetric bound.
+
+``context=True``: the pair network's hidden state h_ij (a function of the separation across
+the axis) is updated once with each particle's mean state g_i = mean_j h_ij, as
+h_ij + tanh(W h_ij + V g_i + V g_j): symmetric in (i, j), still blind to the coordinates along
+the axis (so J, its bound and the inverse are unchanged), and it lets the weights c_ij and
+amplitudes see how crowded each particle's neighbourhood is across the axis, a three-body
+effect that stacked pair terms reach only slowly. On the 3D OCP (N = 8, Gamma = 10, batch 256,
+Adam) the bound after 400 steps with it equalled that of 3000 steps without.
 """
 
 from __future__ import annotations

@@ -55,6 +55,8 @@ def read_config(run_dir: str) -> Config:
         # runs written before the pair shifts' resolution scaled with the box used (3, 2)
         saved.setdefault("proton_flow_harmonics", LEGACY_PAIR_SHIFT[0])
         saved.setdefault("proton_flow_features", LEGACY_PAIR_SHIFT[1])
+        # runs written before the pair shifts' many-body context had none
+        saved.setdefault("proton_flow_context", False)
         # runs written before the bounded electron-proton term had the free one
         saved.setdefault("ep_backflow", "free")
     if saved.get("system") == "ocp":
