@@ -48,7 +48,9 @@ def main(argv=None) -> int:
                     help="pair shifts with the symmetric bound (not expanding)")
     ap.add_argument("--context", action="store_true",
                     help="pair shifts whose pair network also sees each particle's mean pair "
-                         "state (many-body context across the axis)")
+                         "state (many-body context across the axis; train's default, "
+                         "--proton-flow-context; without it, the flow of the README's tables "
+                         "measured before it)")
     ap.add_argument("--harmonics", type=int, default=0,
                     help="pair-potential harmonics K along a layer's axis (0: the code's default "
                          "for this N, max(3, round(L/rs)))")
@@ -137,7 +139,8 @@ def main(argv=None) -> int:
 
     evaluate = jax.jit(draw)
     print(f"N = {n}, Gamma = {args.gamma:g}: {args.layers} {'spline + ' if args.splines else ''}"
-          f"pair-shift layers, harmonics K = {harmonics}, features m = {features}", flush=True)
+          f"pair-shift layers{' with context' if args.context else ''}, harmonics K = "
+          f"{harmonics}, features m = {features}", flush=True)
     ln_volume = 3.0 * math.log(length)
     t0 = time.time()
     for i in range(1, args.steps + 1):

@@ -234,6 +234,7 @@ def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
          "gamma": built.system.gamma, "batch": cfg.batch, "optimizer": cfg.optimizer,
          "proton_flow": [cfg.proton_flow_layers, cfg.proton_flow_hidden, cfg.proton_flow_bins],
          "proton_flow_resolution": [cfg.proton_flow_harmonics, cfg.proton_flow_features],
+         "proton_flow_context": cfg.proton_flow_context,
          "proton_flow_chunk": cfg.proton_flow_chunk,
          "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
          **summarize("step", times), "samples_per_s": cfg.batch / step_s, **memory,
@@ -270,6 +271,7 @@ def _run_bench_hydrogen(cfg: Config, repeats: int, warmup: int) -> dict:
          "sr_solver": cfg.sr_solver, "n_states": int(el.basis.n_states),
          "proton_flow": [cfg.proton_flow_layers, cfg.proton_flow_hidden, cfg.proton_flow_bins],
          "proton_flow_resolution": [cfg.proton_flow_harmonics, cfg.proton_flow_features],
+         "proton_flow_context": cfg.proton_flow_context,
          "n_params": built.n_params, "n_ranks": lay.n_ranks, "devices_per_rank": lay.n_local,
          "walkers_per_device": per_device, "parts_batch": per_device,
          **summarize("step", times), **summarize("sampling", t_sample),
@@ -336,7 +338,8 @@ def format_bench(r: dict) -> str:
         lines = [
             f"bench ocp dim={r['dim']} n={r['n']} Gamma={r['gamma']:.4g} batch={r['batch']} "
             f"proton flow layers/hidden/bins={r['proton_flow']} harmonics/features="
-            f"{r.get('proton_flow_resolution')} on {r['device']}",
+            f"{r.get('proton_flow_resolution')} context={r.get('proton_flow_context')} on "
+            f"{r['device']}",
             f"  params: protons={r['n_params']['protons']}; medians of {r['repeats']} repeats",
             _row("full step", r, "step") + f" on {r['n_ranks']} rank(s) "
             f"x {r['devices_per_rank']} device(s)",

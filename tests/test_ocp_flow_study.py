@@ -12,11 +12,12 @@ from analysis_script import load
 study = load("ocp_flow_study")
 
 
-@pytest.mark.parametrize("optimizer", [[], ["--optimizer", "sr"]])
+@pytest.mark.parametrize("optimizer", [[], ["--optimizer", "sr", "--context"]])
 def test_short_run_prints_bound_and_reweighted(optimizer, capsys):
     assert study.main(["--n", "3", "--gamma", "0.05", "--steps", "2", "--batch", "16",
                        "--layers", "3", "--hidden", "8", "--eval-batches", "2", *optimizer]) == 0
     out = capsys.readouterr().out
+    assert ("with context" in out) == ("--context" in optimizer)
     m = re.search(r"step 2: f_ex bound (\S+) \+- (\S+), reweighted (\S+) \(ESS/sample (\S+)\)", out)
     assert m, out
     bound, err, rw, ess = map(float, m.groups())
