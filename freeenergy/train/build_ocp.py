@@ -72,6 +72,7 @@ def proton_flow_of(cfg: Config, dim: int, length: float):
                             pair_features=cfg.proton_flow_features,
                             pair_context=cfg.proton_flow_context)
 
+
 def make_flow_draw(flow, potential):
     """draw(params, keys) -> (S (b, N, d) bohr, U(S) (b,) Ha, ln p(S) (b,)): one exact sample of
     the flow per PRNG key."""
