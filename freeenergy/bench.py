@@ -287,7 +287,8 @@ def _format_hydrogen(r: dict) -> str:
     lines = [
         f"bench hydrogen n={r['n']} rs={r['rs']} T={r['temperature_K']:g} K "
         f"(theta={r['theta']:.4g}) batch={r['batch']} mc_steps={r['mc_steps']} "
-        f"laplacian={r['laplacian']} optimizer={r['optimizer']} on {r['device']}",
+        f"laplacian={r['laplacian']} optimizer={r['optimizer']} "
+        f"proton flow context={r.get('proton_flow_context')} on {r['device']}",
         f"  params: protons={p['protons']} van={p['van']} flow={p['flow']}, "
         f"states/spin={r['n_states']}; medians of {r['repeats']} repeats",
         *_timing_rows(r, (("sampling", "sampling"), ("local energy", "local_energy"),

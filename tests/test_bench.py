@@ -79,6 +79,20 @@ def test_format_shows_spread_and_warnings():
     assert text.count("WARNING:") == len(r["warnings"]) == 2
 
 
+
+@pytest.mark.parametrize("system", ["ocp", "hydrogen"])
+def test_format_shows_proton_flow_context(system):
+    r = _result([0.47, 0.48, 0.50])
+    r.update(system=system, dim=3, n=8, rs=1.25, gamma=10.0, temperature_K=6000.0, theta=1.0,
+             mc_steps=2, laplacian="analytic", optimizer="adam", device="cpu",
+             n_params={"protons": 1, "van": 2, "flow": 3}, n_states=4, n_ranks=1,
+             devices_per_rank=1, proton_flow=(24, 32, 8), proton_flow_resolution=(3, 2),
+             samples_per_s=1.0)
+    r.update(bench.summarize("scores", [0.1, 0.1, 0.1]))
+    for context in (True, False):
+        r["proton_flow_context"] = context
+        assert f"context={context}" in bench.format_bench(r)
+
 def test_bench_cli_json_has_spread_and_warnings():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.setdefault("JAX_PLATFORMS", "cpu")
