@@ -107,6 +107,17 @@ def _logdet_spd_jvp(upper, primals, tangents):
     return logdet_spd(jac, upper), jnp.sum(_inverse_schulz(jac, upper) * djac)
 
 
+def _pair_sum(v: jnp.ndarray, iu: jnp.ndarray, ju: jnp.ndarray, n: int) -> jnp.ndarray:
+    """sum_{j != i} v_ij (N, ...) of a symmetric pair quantity given on the pairs i < j (P, ...)."""
+    return (jax.ops.segment_sum(v, iu, num_segments=n)
+            + jax.ops.segment_sum(v, ju, num_segments=n))
+
+
+def _pairs(n: int):
+    """(iu, ju): the P = n(n - 1)/2 unordered pairs i < j, as index arrays (P,) each."""
+    return tuple(jnp.asarray(v) for v in np.triu_indices(n, 1))
+
+
 class PairShift(hk.Module):
     """One pair-shift layer along ``axis`` for ONE configuration (N, dim) in a box of side L."""
 
@@ -123,32 +134,38 @@ class PairShift(hk.Module):
         self.upper = 1.0 + (1.0 - MARGIN) * harmonics if expanding else 2.0 - MARGIN
 
     def _pair_terms(self, x: jnp.ndarray):
-        """Weights c (N, N) and amplitudes a (N, N, K) from the separations perpendicular to
-        the axis (zero diagonal of c)."""
+        """Weights c_ij (P,) and amplitudes a_ij (P, K) on the P = N(N - 1)/2 pairs i < j
+        (``_pairs``) from the separations perpendicular to the axis.
+
+        Every pair quantity is symmetric in (i, j) (even features of the separations, a
+        symmetric context), so the network runs once per unordered pair, plus one row for the
+        zero separation that the context's mean over j includes for j = i."""
         n, length = x.shape[0], self.length
+        iu, ju = _pairs(n)
         other = [b for b in range(self.dim) if b != self.axis]
-        d = x[:, None, other] - x[None, :, other]                       # (N, N, dim - 1)
+        d = x[iu][:, other] - x[ju][:, other]                           # (P, dim - 1)
+        d = jnp.concatenate([d, jnp.zeros((1, len(other)), x.dtype)])  # + the self-pair row
         m = jnp.arange(1, self.features + 1, dtype=x.dtype)
-        feats = jnp.cos((2.0 * np.pi / length) * d[..., None] * m).reshape(n, n, -1)
+        feats = jnp.cos((2.0 * np.pi / length) * d[..., None] * m).reshape(d.shape[0], -1)
         h = jnp.tanh(hk.Linear(self.hidden, name="embed")(feats))
-        h = jnp.tanh(hk.Linear(self.hidden, name="hidden")(h)) + h
+        h = jnp.tanh(hk.Linear(self.hidden, name="hidden")(h)) + h      # (P + 1, hidden)
+        h_self, h = h[-1], h[:-1]
         if self.context:
             # many-body context: each particle's mean pair state over all particles (built from
             # the separations across the axis only, so the Jacobian keeps its form), fed back
             # symmetrically in (i, j)
-            g = hk.Linear(self.hidden, with_bias=False, name="context_node")(jnp.mean(h, axis=1))
-            h = h + jnp.tanh(hk.Linear(self.hidden, name="context_pair")(h)
-                             + g[:, None, :] + g[None, :, :])
-        off = 1.0 - jnp.eye(n, dtype=x.dtype)
-        k = jax.nn.softplus(hk.Linear(1, name="weight")(h)[..., 0]) * off
-        big_k = jnp.sum(k, axis=1) + K_EPS                              # (N,)
+            sums = _pair_sum(h, iu, ju, n) + h_self                     # (N, hidden)
+            g = hk.Linear(self.hidden, with_bias=False, name="context_node")(sums / n)
+            h = h + jnp.tanh(hk.Linear(self.hidden, name="context_pair")(h) + g[iu] + g[ju])
+        k = jax.nn.softplus(hk.Linear(1, name="weight")(h)[..., 0])     # (P,)
+        big_k = _pair_sum(k, iu, ju, n) + K_EPS                         # (N,)
         scale = jnp.max(big_k)                                          # overflow guard only
-        smax = scale * ((big_k[:, None] / scale) ** SMAX_POWER
-                        + (big_k[None, :] / scale) ** SMAX_POWER) ** (1.0 / SMAX_POWER)
+        smax = scale * ((big_k[iu] / scale) ** SMAX_POWER
+                        + (big_k[ju] / scale) ** SMAX_POWER) ** (1.0 / SMAX_POWER)
         c = k / smax
         if self.expanding:
             return c, self._one_sided_amplitudes(h)
-        v = hk.Linear(self.harmonics, w_init=jnp.zeros, name="amplitude")(h)  # (N, N, K)
+        v = hk.Linear(self.harmonics, w_init=jnp.zeros, name="amplitude")(h)  # (P, K)
         norm = 1.0 + jnp.sum(jnp.sqrt(v * v + 1e-12), axis=-1, keepdims=True)
         a = (0.5 * (1.0 - MARGIN)) * v / norm
         return c, a
@@ -168,15 +185,20 @@ class PairShift(hk.Module):
         return -(1.0 - MARGIN) * r[..., 1:] / (r[..., :1] + 1e-12)
 
     def _shift_and_jacobian(self, xa: jnp.ndarray, c: jnp.ndarray, a: jnp.ndarray):
-        """grad Psi (N,) and J = I + Hess Psi (N, N) at the (unwrapped) coordinates xa (N,)."""
-        length = self.length
+        """grad Psi (N,) and J = I + Hess Psi (N, N) at the (unwrapped) coordinates xa (N,),
+        from the pairs' c (P,) and a (P, K): psi' is odd in the separation and psi'' even."""
+        n, length = xa.shape[0], self.length
+        iu, ju = _pairs(n)
         k = jnp.arange(1, self.harmonics + 1, dtype=xa.dtype)
-        theta = (2.0 * np.pi / length) * (xa[:, None] - xa[None, :])[..., None] * k  # (N,N,K)
+        theta = (2.0 * np.pi / length) * (xa[iu] - xa[ju])[:, None] * k       # (P, K)
         dpsi = -jnp.sum(a * (length / (2.0 * np.pi * k)) * jnp.sin(theta), axis=-1)  # psi'
         d2psi = -jnp.sum(a * jnp.cos(theta), axis=-1)                              # psi''
-        shift = jnp.sum(c * dpsi, axis=1)
+        push = c * dpsi                       # on i from j; on j from i it is -push
+        shift = (jax.ops.segment_sum(push, iu, num_segments=n)
+                 - jax.ops.segment_sum(push, ju, num_segments=n))
         w = c * d2psi
-        jac = jnp.eye(xa.shape[0], dtype=xa.dtype) - w + jnp.diag(jnp.sum(w, axis=1))
+        jac = (jnp.diag(1.0 + _pair_sum(w, iu, ju, n))
+               - jnp.zeros((n, n), xa.dtype).at[iu, ju].set(w).at[ju, iu].set(w))
         return shift, jac
 
     def _newton_root(self, xa: jnp.ndarray, c: jnp.ndarray, amp: jnp.ndarray,
