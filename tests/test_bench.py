@@ -79,7 +79,6 @@ def test_format_shows_spread_and_warnings():
     assert text.count("WARNING:") == len(r["warnings"]) == 2
 
 
-
 @pytest.mark.parametrize("system", ["ocp", "hydrogen"])
 def test_format_shows_proton_flow_context(system):
     r = _result([0.47, 0.48, 0.50])
@@ -92,6 +91,7 @@ def test_format_shows_proton_flow_context(system):
     for context in (True, False):
         r["proton_flow_context"] = context
         assert f"context={context}" in bench.format_bench(r)
+
 
 def test_bench_cli_json_has_spread_and_warnings():
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}

@@ -31,7 +31,8 @@ output weights of the amplitude head) is the identity.
 
 Cost: c, a and psi'' are even and psi' odd under i <-> j, so everything is evaluated on the
 N(N - 1)/2 pairs i < j and scattered into the N x N Jacobian (half the rows of the N^2 form:
-1.8x faster and 42% less scratch memory for a training step at N = 54).
+1.8x faster and about 40% less scratch memory for a training step at N = 54; at N = 8
+no faster, and the traced graph compiles 20-30% slower at tiny N).
 
 ``expanding=True``: only the compressive side needs the bound. By Gershgorin the smallest
 eigenvalue of J is at least 1 - 2 max_i sum_j c_ij max(-psi''_ij, 0), so psi'' >= -(1 - margin)/2
