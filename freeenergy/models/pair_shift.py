@@ -64,6 +64,7 @@ import haiku as hk
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from freeenergy import linalg
 
@@ -72,6 +73,10 @@ SMAX_POWER = 8.0   # p of the smooth max of the weights' normalizations
 K_EPS = 1e-3       # floor of K_i
 ROOT_TOL = 1e-13   # Newton iterations of the inverse stop at |residual| <= ROOT_TOL * L
 SCHULZ_STEPS = 12  # ||I - J|| <= 1 - MARGIN = 0.95, so 0.95^(2^12) ~ 1e-91: converged to round-off
+# the name of the inverse's Newton root (``jax.ad_checkpoint.checkpoint_name``): a rematerialized
+# caller saves it (``jax.checkpoint_policies.save_only_these_names(ROOT_NAME)``) instead of
+# running the Newton iteration again in the backward pass
+ROOT_NAME = "pair_shift_root"
 
 
 def _schulz_start(upper: float):
@@ -264,7 +269,9 @@ class PairShift(hk.Module):
         ``start`` (N,): where Newton's method starts (default xa); the root itself, known from
         the forward pass that made xa, leaves no iteration to do."""
         sg = jax.lax.stop_gradient
-        root = self._newton_root(sg(xa), sg(c), sg(amp), sg(xa if start is None else start))
+        root = checkpoint_name(
+            self._newton_root(sg(xa), sg(c), sg(amp), sg(xa if start is None else start)),
+            ROOT_NAME)
         shift, jac = self._shift_and_jacobian(root, c, amp)
         return root - linalg.inv(sg(jac)) @ (root + shift - xa)
 
