@@ -47,6 +47,26 @@ def configure_xla_flags() -> None:
     os.environ["XLA_FLAGS"] = flags
 
 
+CACHE_SUBDIR = "xla_cache"   # in a run directory: XLA's compiled programs, one folder per rank
+
+
+def use_compilation_cache(run_dir: str, rank: int) -> Optional[str]:
+    """Keeps the programs XLA compiles for a run in ``run_dir/xla_cache/rank<r>`` (JAX's
+    persistent compilation cache), so a resumed run (a requeued job, an ``eval``) loads its step
+    instead of compiling it again: the same executable, so the same numbers. One folder per MPI
+    rank, so no two processes write one file. Returns the folder, or None where the user chose:
+    ``JAX_COMPILATION_CACHE_DIR`` set (JAX uses that cache, shared by runs) or
+    ``FREEENERGY_COMPILATION_CACHE=0`` (no cache). Call before the run's first compilation of a
+    step; programs that compile in under a second are not kept (JAX's default threshold)."""
+    if ("JAX_COMPILATION_CACHE_DIR" in os.environ
+            or os.environ.get("FREEENERGY_COMPILATION_CACHE", "1") == "0"):
+        return None
+    import jax
+    path = os.path.join(os.path.abspath(run_dir), CACHE_SUBDIR, f"rank{rank}")
+    jax.config.update("jax_compilation_cache_dir", path)
+    return path
+
+
 def describe() -> str:
     """One line naming the JAX backend and devices in use."""
     import jax

@@ -67,6 +67,45 @@ def test_resume_reproduces_uninterrupted_run(full_run, tmp_path):
     np.testing.assert_array_equal(resumed[:, :-1], full[:, :-1])
 
 
+def _train_steps_cached(run_dir):
+    """The compiled training steps in a run directory's compilation cache (file names)."""
+    cache = os.path.join(run_dir, "xla_cache", "rank0")
+    return sorted(f for f in os.listdir(cache) if f.startswith("jit_step-"))
+
+
+def test_resumed_run_loads_its_step_from_the_run_directory(full_run, tmp_path):
+    """Without a cache of the user's (JAX_COMPILATION_CACHE_DIR unset), a run keeps XLA's
+    compiled programs in its directory (xla_cache/rank0): the resumed run finds its training
+    step there (one cache entry, written by the first part; a recompilation under another key
+    would add a second) and reproduces the uninterrupted numbers. JAX_COMPILATION_CACHE_DIR
+    set (the user's own cache) or FREEENERGY_COMPILATION_CACHE=0 (none) overrule it."""
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env.update(JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               PYTHONPATH=ROOT)
+    cli = [sys.executable, os.path.join(ROOT, "freeenergy.py"), "train"]
+    out = str(tmp_path / "part")
+    for args in ([*SMALL, "--steps", "2", "--checkpoint-every", "2", "--out", out],
+                 ["--resume", out, "--steps", "4"]):
+        proc = subprocess.run(cli + args, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        if args[0] != "--resume":
+            first = _train_steps_cached(out)
+            assert len(first) == 1, first
+    assert _train_steps_cached(out) == first
+    _, full = _log(full_run)
+    _, resumed = _log(out)
+    np.testing.assert_array_equal(resumed[:, :-1], full[:4, :-1])
+    # the user's choice wins: a cache of their own, or none
+    ask = [sys.executable, "-c", "from freeenergy import devices; "
+           "print(devices.use_compilation_cache('run', 0))"]
+    for extra, expected in (({}, os.path.join(str(tmp_path), "run", "xla_cache", "rank0")),
+                            ({"FREEENERGY_COMPILATION_CACHE": "0"}, "None"),
+                            ({"JAX_COMPILATION_CACHE_DIR": str(tmp_path / "mine")}, "None")):
+        proc = subprocess.run(ask, env=dict(env, **extra), cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == expected, proc.stderr
+
+
 def test_sigusr1_checkpoints_and_resumes(tmp_path):
     out = str(tmp_path / "sig")
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "freeenergy.py"), "train", *SMALL,

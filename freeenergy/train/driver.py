@@ -364,6 +364,7 @@ def _train(cfg: Config, resume: bool, out, signals: Signals, dog: Watchdog,
     run_dir = cfg.out
     ckpt_dir = os.path.join(run_dir, "checkpoints")
     log_path = os.path.join(run_dir, "log.csv")
+    devices.use_compilation_cache(run_dir, lay.rank)
     built = build(cfg, lay)
     init_key, loop_key = jax.random.split(jax.random.PRNGKey(cfg.seed))
     n_el = built.system.n_particles

@@ -562,6 +562,7 @@ def eval_run_dir(run_dir: str, steps: int, batch: int | None = None,
     if found is None:
         raise ConfigError(f"{run_dir}: no checkpoint in {ckpt_dir} to evaluate")
     path, leaves, ckpt_step, _ = found
+    devices.use_compilation_cache(run_dir, lay.rank)
     train_built = build(train_cfg, lay) if cfg.batch != train_cfg.batch else None
     built = build(cfg, lay)
     init_key = jax.random.split(jax.random.PRNGKey(train_cfg.seed))[0]
