@@ -84,13 +84,16 @@ def test_resumed_run_loads_its_step_from_the_run_directory(full_run, tmp_path):
                PYTHONPATH=ROOT)
     cli = [sys.executable, os.path.join(ROOT, "freeenergy.py"), "train"]
     out = str(tmp_path / "part")
-    for args in ([*SMALL, "--steps", "2", "--checkpoint-every", "2", "--out", out],
-                 ["--resume", out, "--steps", "4"]):
-        proc = subprocess.run(cli + args, env=env, capture_output=True, text=True, timeout=300)
+
+    def train(*args):
+        proc = subprocess.run(cli + list(args), env=env, capture_output=True, text=True,
+                              timeout=300)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        if args[0] != "--resume":
-            first = _train_steps_cached(out)
-            assert len(first) == 1, first
+
+    train(*SMALL, "--steps", "2", "--checkpoint-every", "2", "--out", out)
+    first = _train_steps_cached(out)
+    assert len(first) == 1, first
+    train("--resume", out, "--steps", "4")
     assert _train_steps_cached(out) == first
     _, full = _log(full_run)
     _, resumed = _log(out)
