@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from freeenergy.config import ConfigError
-from freeenergy.physics import ewald, exchange, planewaves
-from freeenergy.results.runs import Run
+from freeenergy.physics import ewald, exchange
+from freeenergy.results.runs import Run, plane_wave_basis
 
 
 def exchange_model(run: Run) -> tuple[exchange.ExchangeModel, list, float]:
@@ -30,11 +30,7 @@ def exchange_model(run: Run) -> tuple[exchange.ExchangeModel, list, float]:
         raise ConfigError(f"{run.path}: the exchange-only reference is for electron-gas runs "
                           f"(system ueg), not {cfg['system']}")
     length = der["box_length_bohr"]
-    basis = planewaves.make_plane_wave_basis(cfg["dim"], length, der["cutoff_ha"],
-                                             np.asarray(cfg["twist"], dtype=np.float64))
-    if int(basis.n_states) != int(der["n_states"]):
-        raise ConfigError(f"{run.path}: the rebuilt basis has {basis.n_states} states, "
-                          f"config.json says {der['n_states']}")
+    basis = plane_wave_basis(run)
     xi = ewald.madelung_self_constant(cfg["dim"], length)
     model = exchange.make_exchange_model(basis.kvecs, basis.energies, length ** cfg["dim"], xi,
                                          coupling=cfg["coupling"])

@@ -27,21 +27,17 @@ from typing import Callable, Optional
 import numpy as np
 
 from freeenergy.config import ConfigError
-from freeenergy.physics import ideal, planewaves
+from freeenergy.physics import ideal
 from freeenergy.results import table
 from freeenergy.results.consistency import ISOCHORE_OPTIONS, _family
-from freeenergy.results.runs import Run
+from freeenergy.results.runs import Run, plane_wave_basis
 
 
 def exact_ideal_entropy(run: Run) -> float:
     """Exact canonical ideal-gas entropy per electron (k_B) for the run's basis and temperature
     (rebuilt from config.json: box length, cutoff and twist; the number of states checked)."""
-    cfg, der = run.config, run.derived
-    basis = planewaves.make_plane_wave_basis(cfg["dim"], der["box_length_bohr"], der["cutoff_ha"],
-                                             np.asarray(cfg["twist"], dtype=np.float64))
-    if int(basis.n_states) != int(der["n_states"]):
-        raise ConfigError(f"{run.path}: the rebuilt basis has {basis.n_states} states, "
-                          f"config.json says {der['n_states']}")
+    der = run.derived
+    basis = plane_wave_basis(run)
     per_species = der["n_per_species"]
     total, cache, temperature = 0.0, {}, der["temperature_ha"]
     for n_s in per_species:

@@ -98,6 +98,20 @@ def read_run(path: str) -> Run:
     return Run(path=path, config=cfg.to_dict(), derived=derived, evaluation=evaluation)
 
 
+def plane_wave_basis(run: Run):
+    """The run's plane-wave basis of one spin species, rebuilt from config.json (box length,
+    cutoff, twist); ConfigError when it does not hold the number of states config.json says."""
+    import numpy as np
+    from freeenergy.physics import planewaves
+    cfg, der = run.config, run.derived
+    basis = planewaves.make_plane_wave_basis(cfg["dim"], der["box_length_bohr"], der["cutoff_ha"],
+                                             np.asarray(cfg["twist"], dtype=np.float64))
+    if int(basis.n_states) != int(der["n_states"]):
+        raise ConfigError(f"{run.path}: the rebuilt basis has {basis.n_states} states, "
+                          f"config.json says {der['n_states']}")
+    return basis
+
+
 def read_runs(args: list[str]) -> list[Run]:
     """Every run the arguments name (``find_run_dirs``), read."""
     return [read_run(path) for path in find_run_dirs(args)]
