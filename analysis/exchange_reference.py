@@ -11,7 +11,9 @@ by Metropolis over occupations and integration over the coupling from the exact 
 Writes PREFIX.json (one row per run, units inside) and PREFIX.md, and prints the table: F_X,
 S_X, S_0 (exact ideal gas), S_X/S_0 (what exchange alone does to m*/m = S/S_0) and, for runs with
 eval.json, F − F_X (above 0: the run has not reached the VAN's optimum without a backflow) and
-the run's S/S_0.
+the run's S/S_0. ``--temperature-factors 0.8 1 1.25`` adds, per polarized run, the
+exchange-only ensembles at T' = f T with their entropy and their bound at the run's T: how much F
+a wrong entropy costs (JSON key ``sensitivity``, and a second table).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--sweeps", type=int, default=2000, help="measured sweeps per chain and node")
     p.add_argument("--burn-in", type=int, default=400, help="sweeps discarded per chain and node")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--temperature-factors", type=float, nargs="+", default=None, metavar="F",
+                   help="also the ensembles at T' = F T, evaluated at T (include 1 for the "
+                   "differences to F_X)")
     args = p.parse_args(argv)
     if args.nodes < 1 or args.chains < 2 or args.sweeps < 1 or args.burn_in < 0:
         p.error("need --nodes >= 1, --chains >= 2, --sweeps >= 1, --burn-in >= 0")
@@ -42,8 +47,12 @@ def main(argv=None) -> int:
     from freeenergy.results import exchange_reference, runs
     try:
         found = runs.read_runs(args.inputs)
-        rows = [exchange_reference.exchange_reference(r, args.nodes, args.chains, args.sweeps,
-                                                      args.burn_in, args.seed) for r in found]
+        settings = (args.nodes, args.chains, args.sweeps, args.burn_in, args.seed)
+        rows = [exchange_reference.exchange_reference(r, *settings) for r in found]
+        if args.temperature_factors:
+            for row, r in zip(rows, found):
+                row["sensitivity"] = exchange_reference.entropy_sensitivity(
+                    r, args.temperature_factors, *settings)
     except (ConfigError, ValueError) as exc:
         print(f"exchange_reference.py: error: {exc}", file=sys.stderr)
         return 2
@@ -51,6 +60,8 @@ def main(argv=None) -> int:
     with open(prefix + ".json", "w", encoding="utf-8") as fh:
         json.dump({"rows": rows}, fh, indent=1)
     md = exchange_reference.to_markdown(rows)
+    if args.temperature_factors:
+        md += "\n" + exchange_reference.sensitivity_markdown(rows)
     with open(prefix + ".md", "w", encoding="utf-8") as fh:
         fh.write(md)
     print(md, end="")

@@ -129,6 +129,44 @@ def test_reference_of_run_directories(tmp_path, capsys):
     assert "F_run" not in rows[1]
 
 
+def _exact_bound_at(model, n, temperature, other):
+    """Σ p E_X + T Σ p ln p for p the Boltzmann distribution of E_X at ``other`` (enumeration)."""
+    import itertools
+    occ = np.zeros((math.comb(model.n_levels, n), model.n_levels))
+    for row, idx in enumerate(itertools.combinations(range(model.n_levels), n)):
+        occ[row, list(idx)] = 1.0
+    e = model.energy(occ)
+    log_p = -(e - e.min()) / other
+    log_p -= np.log(np.exp(log_p).sum())
+    p = np.exp(log_p)
+    return float(p @ e + temperature * (p @ log_p)) / n, float(-(p @ log_p)) / n
+
+
+def test_entropy_sensitivity_against_enumeration(tmp_path, capsys):
+    """The bound at T of the ensembles at T' = f T: exact by enumeration, minimal at f = 1."""
+    pol = str(tmp_path / "pol")
+    write_run(pol, Config(dim=2, n=3, rs=4.0, theta=0.5, twist=[0.25, 0.25]), None)
+    script = load("exchange_reference")
+    assert script.main([pol, "--out", str(tmp_path / "xr"), "--chains", "48", "--sweeps", "600",
+                        "--burn-in", "100", "--nodes", "6",
+                        "--temperature-factors", "0.5", "1", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "F[p_T'] − F_X [mHa]" in printed and "+0.000" in printed
+    sens = json.loads((tmp_path / "xr.json").read_text())["rows"][0]["sensitivity"]
+    model, per_species, temperature = exchange_reference.exchange_model(runs.read_run(pol))
+    for s in sens:
+        f_exact, s_exact = _exact_bound_at(model, per_species[0], temperature,
+                                           s["T_factor"] * temperature)
+        assert abs(s["F_at_T"] - f_exact) < 4 * s["F_at_T_err"] + 1e-6, (s, f_exact)
+        assert abs(s["S"] - s_exact) < 4 * s["S_err"], (s, s_exact)
+    f_opt = _exact_bound_at(model, per_species[0], temperature, temperature)[0]
+    for s in sens:  # the optimum is at T itself, and the two others are measurably above it
+        if s["T_factor"] != 1.0:
+            assert _exact_bound_at(model, per_species[0], temperature,
+                                   s["T_factor"] * temperature)[0] > f_opt + 10 * s["F_at_T_err"]
+            assert s["F_at_T_minus_F_X"] > 0
+
+
 def test_reference_refuses_other_systems(tmp_path, capsys):
     path = str(tmp_path / "ocp")
     write_run(path, Config(system="ocp", dim=3, n=4, rs=1.0, gamma=10.0), None)

@@ -8,6 +8,12 @@ is the identity. Two uses:
 * a floor the training must pass: the √flow family contains the identity, so a run whose
   evaluated F lies above F_X has not yet reached what the VAN alone can do (``F - F_X`` > 0
   beyond its error);
+* how sharply F fixes S: the Boltzmann ensembles of E_X at other temperatures T' are trial
+  states of the same family with other entropies; their bound at the run's T,
+  F[p_T'] = E_X(T') − T S_X(T'), exceeds F_X only quadratically in S_X(T') − S_X
+  (``entropy_sensitivity``), so an F optimized to within δF fixes S only to about
+  sqrt(2 δF C/T) (C the heat capacity): the error a trained run's S, and m*/m, can carry
+  although its F agrees with the optimum;
 * what exchange alone does to the entropy: S_X/S_0 (S_0 the exact canonical ideal gas of the
   same basis) is the exchange-only counterpart of ``freeenergy mstar``'s m*/m = S/S_0, the
   finite-temperature, finite-N analogue of the Hartree–Fock effective mass.
@@ -83,6 +89,34 @@ def exchange_reference(run: Run, nodes: int = 8, chains: int = 128, sweeps: int 
     return out
 
 
+def entropy_sensitivity(run: Run, factors, nodes: int = 8, chains: int = 128,
+                        sweeps: int = 2000, burn_in: int = 400, seed: int = 0) -> list[dict]:
+    """Per electron, for each factor f: the exchange-only ensemble at T' = f T (one spin species
+    of a polarized run), its entropy S(T') (k_B) and its bound at the run's temperature T,
+    F[p_T'] = E(T') − T S(T') = E(T')(1 − T/T') + (T/T') F(T') (Ha), with F[p_T'] − F_X where
+    the factor 1 is among them. Rows: {"T_factor", "S", "S_err", "F_at_T", "F_at_T_err"}."""
+    model, per_species, temperature = exchange_model(run)
+    if len(per_species) != 1:
+        raise ConfigError(f"{run.path}: the entropy sensitivity is for polarized runs")
+    n = per_species[0]
+    rows = []
+    for idx, f in enumerate(factors):
+        if not f > 0:
+            raise ValueError(f"temperature factors must be > 0, got {f}")
+        r = exchange.exchange_ensemble(model, n, f * temperature, nodes, chains, sweeps, burn_in,
+                                       seed=seed + 1000 * (idx + 1))
+        ratio = 1.0 / f
+        f_at_t = r["E"] * (1.0 - ratio) + ratio * r["F"]
+        err = float(np.hypot((1.0 - ratio) * r["E_err"], ratio * r["F_err"]))
+        rows.append({"T_factor": float(f), "S": r["S"] / n, "S_err": r["S_err"] / n,
+                     "F_at_T": f_at_t / n, "F_at_T_err": err / n})
+    base = [r for r in rows if r["T_factor"] == 1.0]
+    for r in rows:
+        if base:
+            r["F_at_T_minus_F_X"] = r["F_at_T"] - base[0]["F_at_T"]
+    return rows
+
+
 def to_markdown(rows: list[dict]) -> str:
     """A Markdown table of ``exchange_reference`` rows (per electron)."""
     def pm(x, e, digits=5):
@@ -97,3 +131,16 @@ def to_markdown(rows: list[dict]) -> str:
                      f"{pm(r.get('F_run_minus_F_X'), r.get('F_run_minus_F_X_err'), 6)} | "
                      f"{pm(r.get('mstar_run'), r.get('mstar_run_err'), 3)} |")
     return head + "\n".join(lines) + "\n"
+
+
+def sensitivity_markdown(rows: list[dict]) -> str:
+    """A Markdown table of the rows' ``sensitivity`` entries (per electron)."""
+    out = ("| N | rs | Θ | T'/T | S_X(T') [k_B] | F[p_T'] at T [Ha] | F[p_T'] − F_X [mHa] |\n"
+           "|---|---|---|---|---|---|---|\n")
+    for r in rows:
+        for s in r.get("sensitivity", []):
+            diff = s.get("F_at_T_minus_F_X")
+            out += (f"| {r['n']} | {r['rs']:g} | {r['theta']:g} | {s['T_factor']:g} | "
+                    f"{s['S']:.4f} ± {s['S_err']:.1g} | {s['F_at_T']:.6f} ± {s['F_at_T_err']:.1g} | "
+                    + ("" if diff is None else f"{1e3 * diff:+.3f}") + " |\n")
+    return out
