@@ -131,11 +131,7 @@ def test_reference_of_run_directories(tmp_path, capsys):
 
 def _exact_bound_at(model, n, temperature, other):
     """Σ p E_X + T Σ p ln p for p the Boltzmann distribution of E_X at ``other`` (enumeration)."""
-    import itertools
-    occ = np.zeros((math.comb(model.n_levels, n), model.n_levels))
-    for row, idx in enumerate(itertools.combinations(range(model.n_levels), n)):
-        occ[row, list(idx)] = 1.0
-    e = model.energy(occ)
+    e = model.energy(exchange.all_occupations(model.n_levels, n))
     log_p = -(e - e.min()) / other
     log_p -= np.log(np.exp(log_p).sum())
     p = np.exp(log_p)

@@ -33,6 +33,7 @@ a paramagnetic system is the sum of its species.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import numpy as np
@@ -92,21 +93,24 @@ def make_exchange_model(kvecs, energies, volume: float, madelung_xi: float,
                          madelung=0.5 * float(madelung_xi), coupling=float(coupling))
 
 
+def all_occupations(n_levels: int, n: int) -> np.ndarray:
+    """Every occupation of n electrons in n_levels levels: (C(n_levels, n), n_levels) of 0/1."""
+    if math.comb(n_levels, n) > 2_000_000:
+        raise ValueError(f"{math.comb(n_levels, n)} occupations: too many to enumerate")
+    occ = np.zeros((math.comb(n_levels, n), n_levels))
+    for row, idx in enumerate(itertools.combinations(range(n_levels), n)):
+        occ[row, list(idx)] = 1.0
+    return occ
+
+
 def exact_exchange_ensemble(model: ExchangeModel, n: int, temperature: float) -> dict:
     """F, E (Ha) and S (k_B), totals for n electrons, by enumerating every occupation (small M
     choose n only: the reference the Monte Carlo is tested against)."""
-    import itertools
-    m = model.n_levels
-    if math.comb(m, n) > 2_000_000:
-        raise ValueError(f"{math.comb(m, n)} occupations: too many to enumerate")
-    occ = np.zeros((math.comb(m, n), m))
-    for row, idx in enumerate(itertools.combinations(range(m), n)):
-        occ[row, list(idx)] = 1.0
-    e = model.energy(occ)
+    e = model.energy(all_occupations(model.n_levels, n))
     beta = 1.0 / temperature
-    x = -beta * (e - e.min())
-    log_z = np.log(np.exp(x).sum()) - beta * e.min()
-    w = np.exp(x - x.max())
+    x = -beta * (e - e.min())  # <= 0, max 0
+    w = np.exp(x)
+    log_z = np.log(w.sum()) - beta * e.min()
     w /= w.sum()
     f = -log_z / beta
     mean_e = float(w @ e)
