@@ -60,6 +60,31 @@ def test_entropy_ratio_and_its_error(tmp_path):
     assert slopes[0]["mstar_err"] == pytest.approx(expected, rel=1e-12)
 
 
+def test_thermodynamic_estimate_is_second_order_on_the_ideal_gas(tmp_path, capsys):
+    """m*/m = S_fd/S_0, S_fd = -dF/dT of the exact F on an isochore (fixed cutoff, so one
+    basis): 1 up to the three-point rule's truncation, which falls 100-fold when the temperature
+    step falls 10-fold (a sign, a factor 2 or a first-order rule cannot pass)."""
+    errors = {}
+    for h in (0.03, 0.003):
+        base = tmp_path / f"h{h}"
+        for theta in (0.15 - h, 0.15, 0.15 + h):
+            ideal_run(str(base / f"th{theta:.4f}"), dim=2, n=5, rs=2.0, theta=theta,
+                      twist=[0.25, 0.25], cutoff=4.0, err=1e-4)
+        ratio, _ = mstar.mstar_rows(runs.read_runs([str(base)]))
+        assert [r["theta"] for r in ratio] == pytest.approx([0.15 - h, 0.15, 0.15 + h])
+        for r in ratio:
+            assert abs(r["mstar"] - 1.0) < 1e-11
+            assert r["mstar_fd"] == pytest.approx(r["S_fd"] / r["S0"], rel=1e-12)
+            assert r["mstar_fd_err"] == pytest.approx(r["S_fd_err"] / r["S0"], rel=1e-12)
+            assert abs(r["mstar_fd"] - 1.0) < (0.02 if h > 0.01 else 2e-4), (h, r["mstar_fd"])
+        errors[h] = abs(ratio[1]["mstar_fd"] - 1.0)
+    assert 60 < errors[0.03] / errors[0.003] < 160, errors
+    assert main(["mstar", str(tmp_path / "h0.003"), "--out", str(tmp_path / "m")]) == 0
+    assert "m*/m from -∂F/∂T" in capsys.readouterr().out
+    header = (tmp_path / "m.csv").read_text().splitlines()[0]
+    assert "S_fd" in header and "mstar_fd_err" in header
+
+
 def test_mstar_refuses_other_systems(tmp_path, capsys):
     write_run(str(tmp_path / "ocp"), Config(system="ocp", dim=3, n=8, rs=1.0, gamma=1.0), None)
     assert main(["mstar", str(tmp_path / "ocp")]) == 2

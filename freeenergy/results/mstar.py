@@ -17,7 +17,13 @@ Two estimates (both dimensionless, m*/m):
 * slope, per isochore with several temperatures: S(T) = a T and S_0(T) = a_0 T fitted through the
   origin by the same weighted least squares (weights 1/S_err^2, equal weights where an error is
   missing or zero), m*/m = a / a_0, error sqrt(sum w^2 T^2 S_err^2) / (sum w T^2) / a_0.
-  Restrict the fit to low temperatures with ``theta_max``.
+  Restrict the fit to low temperatures with ``theta_max``;
+* thermodynamic, per point on an isochore with at least two evaluated temperatures:
+  m*/m = S_fd / S_0 with S_fd = -dF/dT by finite differences of the evaluated F (the eos table's
+  column, ``consistency.add_consistency_columns``). F is stationary at the variational optimum,
+  so a trial state's error enters F, and S_fd, only at second order, while it enters the trial
+  state's own S at first order: with a converged F, S_fd is the estimate to trust (its error is
+  F's statistical error over the temperature step, plus the rule's O(h^2) truncation).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import numpy as np
 
 from freeenergy.config import ConfigError
 from freeenergy.physics import ideal
-from freeenergy.results import table
+from freeenergy.results import consistency, table
 from freeenergy.results.consistency import ISOCHORE_OPTIONS, _family
 from freeenergy.results.runs import Run, plane_wave_basis
 
@@ -58,7 +64,7 @@ def mstar_rows(runs: list[Run], warn: Callable[[str], None] = lambda msg: None,
     other = sorted({r.config["system"] for r in runs} - {"ueg"})
     if other:
         raise ConfigError(f"mstar needs electron-gas runs (system ueg), got {', '.join(other)}")
-    points = table.point_rows(runs, warn, extra=_extra)
+    points = consistency.add_consistency_columns(table.point_rows(runs, warn, extra=_extra))
     ratio = []
     for p in points:
         s0 = p["_extra"]["S0_exact"]
@@ -72,6 +78,12 @@ def mstar_rows(runs: list[Run], warn: Callable[[str], None] = lambda msg: None,
             row["mstar_err"] = None if p["S_err"] is None else p["S_err"] / s0
         else:
             row["mstar"] = row["mstar_err"] = None
+        row["S_fd"], row["S_fd_err"] = p["S_fd"], p["S_fd_err"]
+        if p["S_fd"] is not None and s0 > 0:
+            row["mstar_fd"] = p["S_fd"] / s0
+            row["mstar_fd_err"] = None if p["S_fd_err"] is None else p["S_fd_err"] / s0
+        else:
+            row["mstar_fd"] = row["mstar_fd_err"] = None
         ratio.append(row)
     return ratio, slope_rows(ratio, theta_max)
 
@@ -122,7 +134,8 @@ def slope_rows(ratio: list[dict], theta_max: Optional[float] = None) -> list[dic
 
 UNITS = {"rs": "bohr", "theta": "k_B T / E_F", "T_Ha": "hartree", "T_K": "kelvin",
          "S": "k_B per electron", "S_err": "k_B per electron", "S0": "k_B per electron",
-         "mstar": "m*/m", "mstar_err": "m*/m", "slope": "k_B per electron per hartree",
+         "mstar": "m*/m", "mstar_err": "m*/m", "S_fd": "k_B per electron (-dF/dT)",
+         "S_fd_err": "k_B per electron", "mstar_fd": "m*/m", "mstar_fd_err": "m*/m", "slope": "k_B per electron per hartree",
          "slope0": "k_B per electron per hartree", "twist": "2 pi / L"}
 
 
@@ -130,15 +143,19 @@ def to_markdown(ratio: list[dict], slopes: list[dict]) -> str:
     """The two tables (ratio per point, slope per isochore) in Markdown."""
     fmt = table.format_pm
     lines = ["m*/m = S / S_0 (S_0: exact canonical ideal gas, same basis and T)", "",
-             "| d | N | pol | rs [bohr] | Θ | T [K] | twist | S [k_B] | S_0 [k_B] | m*/m | eval |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| d | N | pol | rs [bohr] | Θ | T [K] | twist | S [k_B] | S_0 [k_B] | m*/m | "
+             "-∂F/∂T [k_B] | m*/m from -∂F/∂T | eval |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ratio:
         twist = (f"avg of {r['n_twists']}" if r["twist"] == "average"
                  else "(" + ", ".join(f"{x:g}" for x in r["twist"]) + ")")
         lines.append(f"| {r['dim']} | {r['n']} | {'para' if r['paramagnetic'] else 'pol'} | "
                      f"{r['rs']:g} | {r['theta']:g} | {r['T_K']:.0f} | {twist} | "
                      f"{fmt(r['S'], r['S_err'])} | {r['S0']:.6g} | "
-                     f"{fmt(r['mstar'], r['mstar_err'])} | {r['eval']} |")
+                     f"{fmt(r['mstar'], r['mstar_err'])} | "
+                     + ("| " if r["S_fd"] is None else
+                        f"{fmt(r['S_fd'], r['S_fd_err'])} | {fmt(r['mstar_fd'], r['mstar_fd_err'])} ")
+                     + f"| {r['eval']} |")
     if slopes:
         lines += ["", "m*/m from the slopes of S(T) and S_0(T) (fits through the origin)", "",
                   "| d | N | rs [bohr] | Θ used | m*/m |", "|---|---|---|---|---|"]
@@ -150,6 +167,7 @@ def to_markdown(ratio: list[dict], slopes: list[dict]) -> str:
 
 
 CSV_COLUMNS = ("system", "dim", "n", "paramagnetic", "coupling", "rs", "theta", "T_K", "T_Ha",
-               "twist", "n_twists", "S", "S_err", "S0", "mstar", "mstar_err", "eval",
+               "twist", "n_twists", "S", "S_err", "S0", "mstar", "mstar_err", "S_fd", "S_fd_err",
+               "mstar_fd", "mstar_fd_err", "eval",
                "eval_samples", "runs")
 
