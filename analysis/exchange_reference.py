@@ -19,7 +19,6 @@ a wrong entropy costs (JSON key ``sensitivity``, and a second table).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -56,14 +55,13 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError) as exc:
         print(f"exchange_reference.py: error: {exc}", file=sys.stderr)
         return 2
+    from freeenergy import fileio
     prefix = args.out[:-5] if args.out.endswith(".json") else args.out
-    with open(prefix + ".json", "w", encoding="utf-8") as fh:
-        json.dump({"rows": rows}, fh, indent=1)
+    fileio.write_json(prefix + ".json", {"rows": rows}, indent=1)
     md = exchange_reference.to_markdown(rows)
     if args.temperature_factors:
         md += "\n" + exchange_reference.sensitivity_markdown(rows)
-    with open(prefix + ".md", "w", encoding="utf-8") as fh:
-        fh.write(md)
+    fileio.write_text(prefix + ".md", md)
     print(md, end="")
     return 0
 

@@ -10,7 +10,7 @@ run's config.json (``physics.planewaves`` and the float64 level recursion
 ``physics.ideal.canonical_ideal_gas_dp``), not a noisy Monte Carlo estimate: so the finite-size
 shell structure of the finite system divides out, and the ideal gas (coupling 0) gives exactly 1.
 
-Two estimates (both dimensionless, m*/m):
+Three estimates (all dimensionless, m*/m):
 
 * ratio, per state point: m*/m = S / S_0, error S_err / S_0 (S_0 exact); twist-averaged points
   use S and S_0 averaged over the same twists;
