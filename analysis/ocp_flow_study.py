@@ -8,6 +8,9 @@ the bound and the importance-reweighted f_ex with the Kish ESS per sample, each 
 
     python analysis/ocp_flow_study.py --n 8 --gamma 10 --steps 300 --layers 24
 
+``--pretrain-steps P`` first fits the flow by maximum likelihood to Metropolis configurations
+(``freeenergy.train.pretrain``, as train's --proton-pretrain-steps).
+
 f_ex = E_p[U/k_B T + ln p]/N + ln V (excess over the ideal gas of the same N; the Ewald energy
 includes the background and the self-image term, as in the code); rs = 1 bohr (f_ex depends on
 Gamma only).
@@ -57,6 +60,12 @@ def main(argv=None) -> int:
     ap.add_argument("--features", type=int, default=0,
                     help="harmonics m of the separations across the axis (0: the code's default "
                          "for this N, max(2, round(L/(1.6 rs))))")
+    ap.add_argument("--pretrain-steps", type=int, default=0,
+                    help="maximum-likelihood steps on Metropolis configurations before the "
+                         "bound (as train's --proton-pretrain-steps; same batch and step size)")
+    ap.add_argument("--pretrain-chains", type=int, default=32, help="pretraining: chains")
+    ap.add_argument("--pretrain-configs", type=int, default=400,
+                    help="pretraining: configurations per chain, one every 10 sweeps after 400")
     ap.add_argument("--eval-batches", type=int, default=8, help="batches per evaluation")
     ap.add_argument("--seed", type=int, default=0,
                     help="seed of the initial parameters only: the samples of step i use "
@@ -69,8 +78,10 @@ def main(argv=None) -> int:
         args.sr_max_norm = OCP_SR_MAX_NORM_PER_PROTON * args.n
     if min(args.n, args.steps, args.batch, args.layers, args.hidden, args.eval_batches) < 1:
         ap.error("--n, --steps, --batch, --layers, --hidden, --eval-batches must be >= 1")
-    if min(args.harmonics, args.features) < 0:
-        ap.error("--harmonics and --features must be >= 0")
+    if min(args.harmonics, args.features, args.pretrain_steps) < 0:
+        ap.error("--harmonics, --features and --pretrain-steps must be >= 0")
+    if min(args.pretrain_chains, args.pretrain_configs) < 1:
+        ap.error("--pretrain-chains and --pretrain-configs must be >= 1")
     if not (args.gamma > 0 and args.lr > 0 and args.lr_decay_steps > 0 and args.sr_damping > 0
             and args.sr_max_norm > 0):
         ap.error("--gamma, --lr, --lr-decay-steps, --sr-damping and --sr-max-norm must be > 0")
@@ -94,6 +105,22 @@ def main(argv=None) -> int:
                             pair_harmonics=harmonics, pair_features=features,
                             pair_expanding=not args.symmetric, pair_context=args.context)
     params = flow.init(jax.random.PRNGKey(args.seed))
+    t0 = time.time()
+    if args.pretrain_steps:
+        from freeenergy.ocp_metropolis import boltzmann_configurations
+        from freeenergy.train.pretrain import pretrain_flow
+        mc = boltzmann_configurations(n, 1.0, 1.0 / kt, args.pretrain_chains,
+                                      args.pretrain_configs, 10, 400,
+                                      jax.random.PRNGKey(10 ** 8 + args.seed))
+        print(f"{mc['x'].shape[0]} Metropolis configurations, acceptance "
+              f"{mc['acceptance'].mean():.2f}, u_ex {mc['u'] / kt:.4f} (k_B T per proton), "
+              f"{time.time() - t0:.0f} s", flush=True)
+        params, _ = pretrain_flow(
+            flow, params, mc["x"], args.pretrain_steps, args.batch, args.lr, args.lr_decay_steps,
+            jax.random.PRNGKey(10 ** 9 + args.seed),
+            lambda i, v: i % 100 == 0 and print(
+                f"pretrain {i}: -<ln p>/N - ln V {v / n - 3 * math.log(length):.4f}, "
+                f"{time.time() - t0:.0f} s", flush=True))
 
     def draw(p, key):
         s, logp = jax.vmap(flow.sample, (None, 0))(p, jax.random.split(key, args.batch))
@@ -142,7 +169,6 @@ def main(argv=None) -> int:
           f"pair-shift layers{' with context' if args.context else ''}, harmonics K = "
           f"{harmonics}, features m = {features}", flush=True)
     ln_volume = 3.0 * math.log(length)
-    t0 = time.time()
     for i in range(1, args.steps + 1):
         params, state = step(params, state, jax.random.PRNGKey(i))
         if i % 100 and i != args.steps:

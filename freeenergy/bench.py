@@ -40,6 +40,7 @@ timings, unit-tested without timing anything.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -222,10 +223,11 @@ def _run_facts(repeats: int, t0: float, times: list, load_before) -> dict:
 
 def _run_bench_ocp(cfg: Config, repeats: int, warmup: int) -> dict:
     """The OCP's step (exact samples of the proton flow, Ewald energies, path-wise gradient,
-    Adam) timed as a whole; samples/s = batch / step_s."""
+    Adam) timed as a whole; samples/s = batch / step_s. The pretraining of a run
+    (--proton-pretrain-steps) only sets initial parameters, so it is not run here."""
     load_before = load_average()
     t0 = time.perf_counter()
-    built = build(cfg)
+    built = build(dataclasses.replace(cfg, proton_pretrain_steps=0))
     lay = built.layout
     state = built.init_state(jax.random.PRNGKey(cfg.seed))
     times, memory = _timed_step(built, state, jax.random.PRNGKey(1), repeats, warmup)

@@ -90,6 +90,11 @@ class Config:
     # ocp: "total", "path" or "score" gradient of the bound (build_ocp); None: "total" (adam),
     # "score" (sr)
     proton_gradient: Optional[str] = None
+    # ocp: maximum-likelihood steps of the flow on Metropolis configurations before the bound
+    proton_pretrain_steps: int = 0
+    proton_pretrain_chains: int = 16      # ocp: Metropolis chains for the pretraining data
+    proton_pretrain_configs: int = 200    # ocp: configurations kept per chain (every 10 sweeps)
+    proton_pretrain_lr: float = 3e-3      # ocp: Adam step of the pretraining, decayed over 200 steps
     # --- sampling ---
     # "joint": exact chain for p(n)|psi_n(x)|^2 (VAN draw accepted by the |psi|^2 ratio); "redraw":
     # legacy, biased
@@ -212,6 +217,15 @@ HELP: dict[str, str] = {
                            "layer. Off by default: the pair-shift-only flow is exactly "
                            "translation-invariant, and per step of compute it reached lower "
                            "bounds on the liquid OCP (3D N=8, Gamma=10 and 50)",
+    "proton_pretrain_steps": "ocp: before the first step, fit the flow by maximum likelihood "
+                             "(Adam on -mean ln p, minibatches of --batch) to configurations of "
+                             "exp(-U/k_B T) from plain Metropolis chains, integer >= 0; a far "
+                             "better start for the bound at strong coupling (README); 0: off",
+    "proton_pretrain_chains": "ocp: Metropolis chains that make the pretraining configurations "
+                              "(400 sweeps to equilibrate each), integer >= 1",
+    "proton_pretrain_configs": "ocp: pretraining configurations kept per chain, one every 10 "
+                               "sweeps, integer >= 1",
+    "proton_pretrain_lr": "ocp: Adam step size of the pretraining, decayed as lr/(1 + t/200), > 0",
     "proton_gradient": 'ocp: the estimator of the bound\'s gradient. "total" (default with '
                        "adam): differentiate U(S) + k_B T ln p(S) along each sample S = f(u) of "
                        'the flow, ln p included; "path": drop the part of that derivative that '
@@ -483,6 +497,13 @@ def _check_system_options(cfg: Config) -> None:
     """Options that belong to one system only: the temperature of the OCP is --gamma or
     --temperature-K (exactly one), that of hydrogen --temperature-K, that of the electron gas
     --theta. Hydrogen is 3D and paramagnetic (N/2 electrons per spin)."""
+    pretrain = ("proton_pretrain_steps", "proton_pretrain_chains", "proton_pretrain_configs")
+    for name, minimum in zip(pretrain, (0, 1, 1)):
+        _positive_int(cfg, name, minimum)
+    _positive(cfg, "proton_pretrain_lr")
+    if cfg.system != "ocp" and cfg.proton_pretrain_steps:
+        raise ConfigError("--proton-pretrain-steps is an option of --system ocp (it needs "
+                          "Boltzmann configurations of the protons alone)")
     if cfg.system != "ocp" and cfg.proton_gradient is not None:
         raise ConfigError("--proton-gradient is an option of --system ocp (hydrogen's proton "
                           "flow is trained with the score function)")
@@ -517,6 +538,9 @@ def _check_system_options(cfg: Config) -> None:
         if cfg.paramagnetic:
             raise ConfigError("--paramagnetic has no meaning for --system ocp (classical protons)")
         _check_proton_flow(cfg)
+        if cfg.proton_pretrain_steps and cfg.coupling == 0:
+            raise ConfigError("--proton-pretrain-steps with --coupling 0: the flow's uniform base "
+                              "is already the ideal gas's density; nothing to pretrain")
         if cfg.proton_gradient is not None and cfg.proton_gradient not in PROTON_GRADIENTS:
             raise ConfigError(f"--proton-gradient must be one of {PROTON_GRADIENTS}, got "
                               f"{cfg.proton_gradient!r}")

@@ -277,3 +277,21 @@ def run_chains(geom: dict, n: int, betas, sweeps: int, equil: int, key, chunk: i
         out["snapshots"] = np.stack(snaps, axis=1)
         out["snapshot_U"] = np.stack(snap_u, axis=1)
     return out
+
+
+def boltzmann_configurations(n: int, rs: float, beta: float, chains: int, per_chain: int,
+                             thin: int, equil: int, key, accuracy: float = 1e-10) -> dict:
+    """Configurations of exp(-beta U) for training a flow by maximum likelihood.
+
+    ``chains`` independent chains, each equilibrated for ``equil`` sweeps, then one configuration
+    kept every ``thin`` sweeps, ``per_chain`` of them. Returns "x" (chains * per_chain, n, 3) bohr,
+    wrapped into [0, L), and the chains' production "acceptance" (chains,) and mean "u" (Ha, the
+    energy of the kept configurations per charge)."""
+    if min(n, chains, per_chain, thin) < 1 or equil < 0 or not beta > 0:
+        raise ValueError("n, chains, per_chain and thin must be >= 1, equil >= 0, beta > 0")
+    geom = make_geometry(n, rs, accuracy)
+    run = run_chains(geom, n, np.full(chains, float(beta)), per_chain * thin, equil, key,
+                     keep_every=thin)
+    x = np.asarray(run["snapshots"]).reshape(-1, n, DIM) % float(geom["length"])
+    return {"x": x, "acceptance": np.asarray(run["acceptance"]),
+            "u": float(np.mean(run["snapshot_U"])) / n}

@@ -12,12 +12,15 @@ from analysis_script import load
 study = load("ocp_flow_study")
 
 
-@pytest.mark.parametrize("optimizer", [[], ["--optimizer", "sr", "--context"]])
+@pytest.mark.parametrize("optimizer", [[], ["--optimizer", "sr", "--context"],
+                                       ["--pretrain-steps", "2", "--pretrain-chains", "2",
+                                        "--pretrain-configs", "4"]])
 def test_short_run_prints_bound_and_reweighted(optimizer, capsys):
     assert study.main(["--n", "3", "--gamma", "0.05", "--steps", "2", "--batch", "16",
                        "--layers", "3", "--hidden", "8", "--eval-batches", "2", *optimizer]) == 0
     out = capsys.readouterr().out
     assert ("with context" in out) == ("--context" in optimizer)
+    assert ("8 Metropolis configurations" in out) == ("--pretrain-steps" in optimizer)
     m = re.search(r"step 2: f_ex bound (\S+) \+- (\S+), reweighted (\S+) \(ESS/sample (\S+)\)", out)
     assert m, out
     bound, err, rw, ess = map(float, m.groups())
@@ -26,7 +29,8 @@ def test_short_run_prints_bound_and_reweighted(optimizer, capsys):
 
 
 @pytest.mark.parametrize("flags", [["--n", "0"], ["--gamma", "-1"], ["--steps", "x"],
-                                   ["--optimizer", "sr", "--sr-max-norm", "0"]])
+                                   ["--optimizer", "sr", "--sr-max-norm", "0"],
+                                   ["--pretrain-steps", "-1"], ["--pretrain-chains", "0"]])
 def test_bad_input_exits_2(flags):
     with pytest.raises(SystemExit) as exc:
         study.main(flags)

@@ -40,6 +40,7 @@ state keeps the last samples (b, N, d) so checkpoints, MPI layouts and resume wo
 from __future__ import annotations
 
 import math
+import time
 from typing import Callable, NamedTuple
 
 import jax
@@ -55,10 +56,14 @@ from freeenergy.models.proton_flow import make_proton_flow
 from freeenergy.optim import make_optimizer
 from freeenergy.samplers import SamplerState
 from freeenergy.system import make_system
+from freeenergy.train.pretrain import pretrain_flow
 from freeenergy.train.step import (TrainState, _per_sample_flat, _shard_key, sum_score_rows,
                                    update_diagnostics)
 
 N_TERMS = 2  # per-sample terms gathered: U (coupling included), ln p
+# pretraining (--proton-pretrain-steps): Metropolis sweeps to equilibrate, sweeps between kept
+# configurations, the Adam step's decay lr/(1 + t/D), and the key it folds into the run's key
+PRETRAIN_EQUIL, PRETRAIN_THIN, PRETRAIN_DECAY_STEPS, PRETRAIN_KEY = 400, 10, 200.0, 7
 
 
 def proton_flow_of(cfg: Config, dim: int, length: float):
@@ -513,7 +518,34 @@ def build_ocp(cfg: Config, lay: devices.Layout):
     to_local = make_to_local(lay, cfg.batch)
 
     def init_state(key):
-        return to_local(global_state(key))   # exact samples: nothing to thermalize
+        state = global_state(key)            # exact samples: nothing to thermalize
+        if cfg.proton_pretrain_steps:
+            params = pretrained(state.params, jax.random.fold_in(key, PRETRAIN_KEY))
+            state = state._replace(params=params, opt_state=optimizer.init(params))
+        return to_local(state)
+
+    def pretrained(params, key):
+        """The flow fitted by maximum likelihood to Metropolis configurations of exp(-U/k_B T)
+        (``train.pretrain``); every rank computes the same parameters from the same key."""
+        say = print if lay.is_root else (lambda *a, **k: None)
+        t0 = time.time()
+        k_mc, k_fit = jax.random.split(key)
+        mc = ocp_metropolis.boltzmann_configurations(
+            n, cfg.rs, coupling / temperature, cfg.proton_pretrain_chains, cfg.proton_pretrain_configs,
+            PRETRAIN_THIN, PRETRAIN_EQUIL, k_mc, cfg.ewald_accuracy)
+        say(f"pretraining: {mc['x'].shape[0]} Metropolis configurations of exp(-U/k_B T) "
+            f"({cfg.proton_pretrain_chains} chains, acceptance {mc['acceptance'].mean():.2f}, "
+            f"U/(N k_B T) {coupling * mc['u'] / temperature:.4f}) in {time.time() - t0:.0f} s", flush=True)
+        every = max(1, cfg.proton_pretrain_steps // 10)
+
+        def log(i, value):
+            if i % every == 0 or i == cfg.proton_pretrain_steps:
+                say(f"pretraining step {i}/{cfg.proton_pretrain_steps}: -mean ln p per proton "
+                    f"{value / n:.4f}, {time.time() - t0:.0f} s", flush=True)
+
+        params, _ = pretrain_flow(flow, params, mc["x"], cfg.proton_pretrain_steps, cfg.batch,
+                                  cfg.proton_pretrain_lr, PRETRAIN_DECAY_STEPS, k_fit, log)
+        return params
 
     probe = jax.eval_shape(flow.init, jax.random.PRNGKey(0))
     n_params = {"protons": int(sum(np.prod(a.shape) for a in jax.tree.leaves(probe)))}
