@@ -220,7 +220,9 @@ HELP: dict[str, str] = {
     "proton_pretrain_steps": "ocp: before the first step, fit the flow by maximum likelihood "
                              "(Adam on -mean ln p, minibatches of --batch) to configurations of "
                              "exp(-U/k_B T) from plain Metropolis chains, integer >= 0; a far "
-                             "better start for the bound at strong coupling (README); 0: off",
+                             "better start for the bound at strong coupling (README). It runs in "
+                             "the set-up, whose time limit is --watchdog-first-s (default 1 h): "
+                             "raise that for a long pretraining; 0: off",
     "proton_pretrain_chains": "ocp: Metropolis chains that make the pretraining configurations "
                               "(400 sweeps to equilibrate each), integer >= 1",
     "proton_pretrain_configs": "ocp: pretraining configurations kept per chain, one every 10 "
